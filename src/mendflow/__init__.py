@@ -1,0 +1,78 @@
+"""mendflow: self-healing data pipelines whose loads are exactly-once.
+
+    from mendflow import DuckDBSink, FileSource, Pipeline
+
+    result = Pipeline(
+        name="orders",
+        source=FileSource("drops/*.jsonl"),
+        destination=DuckDBSink("warehouse.duckdb", table="orders"),
+        write_mode="merge",
+        primary_key=("id",),
+    ).run()
+"""
+
+from mendflow.batch import Batch, Load, Position, WriteMode
+from mendflow.clock import SYSTEM_CLOCK, Clock
+from mendflow.events import Event, Hooks
+from mendflow.exceptions import (
+    ConfigError,
+    DestinationError,
+    DestinationUnavailable,
+    Interrupted,
+    MendflowError,
+    PermanentError,
+    RateLimited,
+    ResourceExhausted,
+    SchemaMismatch,
+    SourceRejected,
+    SourceUnavailable,
+    TransformError,
+    TransientError,
+)
+from mendflow.pipeline import Pipeline, RunResult
+from mendflow.resilience import Retry, retrying
+from mendflow.sinks import DuckDBSink
+from mendflow.sources import FileSource, HttpSource, Pagination
+from mendflow.state import StateStore
+from mendflow.transforms import SqlTransform
+from mendflow.typing import Hook, Sink, Source, Transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SYSTEM_CLOCK",
+    "Batch",
+    "Clock",
+    "ConfigError",
+    "DestinationError",
+    "DestinationUnavailable",
+    "DuckDBSink",
+    "Event",
+    "FileSource",
+    "Hook",
+    "Hooks",
+    "HttpSource",
+    "Interrupted",
+    "Load",
+    "MendflowError",
+    "Pagination",
+    "PermanentError",
+    "Pipeline",
+    "Position",
+    "RateLimited",
+    "ResourceExhausted",
+    "Retry",
+    "RunResult",
+    "SchemaMismatch",
+    "Sink",
+    "Source",
+    "SourceRejected",
+    "SourceUnavailable",
+    "SqlTransform",
+    "StateStore",
+    "Transform",
+    "TransformError",
+    "TransientError",
+    "WriteMode",
+    "retrying",
+]

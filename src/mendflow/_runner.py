@@ -1,0 +1,253 @@
+"""The run loop: read -> coerce -> transform -> write with checkpoint, emitting events.
+
+The source is read one batch ahead in a thread of its own (DuckDB parses while the previous batch
+loads). Everything that makes a load exactly-once lives in the sink's transaction; the runner only
+carries each batch's position to it, and resumes from the position the sink says it committed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from mendflow._coerce import split
+from mendflow.batch import Batch, Load
+from mendflow.clock import Clock
+from mendflow.events import (
+    BatchLoaded,
+    BatchRead,
+    BatchSkipped,
+    BatchStaged,
+    BatchTransformed,
+    Hooks,
+    RunContext,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    bind_run,
+    unbind_run,
+)
+from mendflow.exceptions import MendflowError, TransformError
+from mendflow.pipeline import Pipeline, RunResult
+from mendflow.typing import Hook, Source
+
+if TYPE_CHECKING:
+    from mendflow.state.store import StateStore
+
+
+@dataclass(slots=True)
+class _Tally:
+    rows_read: int = 0
+    rows_loaded: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    skipped: int = 0
+
+
+def run(
+    pipeline: Pipeline,
+    *,
+    hooks: Iterable[Hook],
+    state: StateStore | str | None,
+    clock: Clock,
+) -> RunResult:
+    """Run ``pipeline`` once; see ``Pipeline.run``."""
+    bus = Hooks(hooks)
+    store = _open_store(state)
+    if store is not None:
+        bus.add(store.record)
+    context = RunContext(uuid.uuid4().hex, pipeline.name, bus, clock.now)
+    token = bind_run(context)
+    started = clock.monotonic()
+    try:
+        return _run(pipeline, context, clock, started)
+    except BaseException as exc:
+        bus.emit(
+            RunFailed(
+                run_id=context.run_id,
+                pipeline=pipeline.name,
+                at=clock.now(),
+                error=str(exc) or type(exc).__name__,
+                error_type=type(exc).__name__,
+                retryable=isinstance(exc, MendflowError) and exc.retryable,
+                duration_s=round(clock.monotonic() - started, 6),
+            )
+        )
+        raise
+    finally:
+        unbind_run(token)
+        pipeline.destination.close()
+        if store is not None and isinstance(state, str):
+            store.close()
+
+
+def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> RunResult:
+    sink, mode = pipeline.destination, pipeline.write_mode
+    position = sink.position(pipeline.name, mode=mode)
+    ctx.hooks.emit(
+        RunStarted(
+            run_id=ctx.run_id, pipeline=pipeline.name, at=clock.now(),
+            write_mode=mode, checkpoint=position,
+        )
+    )
+    tally = _Tally()
+    con = duckdb.connect()
+    try:
+        for batch in _ahead(_source_for(pipeline).read(position)):
+            _load(pipeline, ctx, con, batch, tally)
+            position = batch.position
+    finally:
+        con.close()
+    sink.finish(pipeline.name, mode=mode)
+    duration = round(clock.monotonic() - started, 6)
+    ctx.hooks.emit(
+        RunFinished(
+            run_id=ctx.run_id, pipeline=pipeline.name, at=clock.now(),
+            rows_read=tally.rows_read, rows_loaded=tally.rows_loaded,
+            dead_letters=tally.dead_letters, batches=tally.batches,
+            skipped=tally.skipped, duration_s=duration,
+        )
+    )
+    return RunResult(
+        run_id=ctx.run_id, pipeline=pipeline.name, rows_read=tally.rows_read,
+        rows_loaded=tally.rows_loaded, dead_letters=tally.dead_letters, batches=tally.batches,
+        skipped=tally.skipped, duration_s=duration, position=position,
+    )
+
+
+def _load(
+    pipeline: Pipeline,
+    ctx: RunContext,
+    con: duckdb.DuckDBPyConnection,
+    batch: Batch,
+    tally: _Tally,
+) -> None:
+    """Coerce, transform and write one batch, emitting an event at each step."""
+    ids = {"run_id": ctx.run_id, "pipeline": pipeline.name}
+    rows = batch.data.num_rows
+    ctx.hooks.emit(
+        BatchRead(**ids, at=ctx.now(), batch_id=batch.id, rows=rows, source=batch.source)
+    )
+    not_null = pipeline.primary_key if pipeline.write_mode == "merge" else ()
+    good, dead = split(con, batch.data, types=pipeline.types, not_null=not_null)
+    good = _transform(pipeline, good)
+    ctx.hooks.emit(
+        BatchTransformed(
+            **ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows, dead_letters=dead.num_rows
+        )
+    )
+    load = Load(
+        pipeline=pipeline.name, run_id=ctx.run_id, batch_id=batch.id, data=good,
+        position=batch.position, dead_letters=dead, mode=pipeline.write_mode,
+        primary_key=tuple(pipeline.primary_key),
+    )
+
+    def staged() -> None:
+        ctx.hooks.emit(BatchStaged(**ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows))
+
+    tally.rows_read += rows
+    if pipeline.destination.write(load, on_staged=staged):
+        tally.batches += 1
+        tally.rows_loaded += good.num_rows
+        tally.dead_letters += dead.num_rows
+        ctx.hooks.emit(
+            BatchLoaded(
+                **ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows,
+                dead_letters=dead.num_rows, checkpoint=batch.position,
+            )
+        )
+    else:
+        tally.skipped += 1
+        ctx.hooks.emit(BatchSkipped(**ids, at=ctx.now(), batch_id=batch.id, rows=rows))
+
+
+def _transform(pipeline: Pipeline, table: pa.Table) -> pa.Table:
+    for number, transform in enumerate(pipeline.transforms, 1):
+        try:
+            table = transform(table)
+        except MendflowError:
+            raise
+        except Exception as exc:
+            name = getattr(transform, "__name__", type(transform).__name__)
+            raise TransformError(
+                f"transform #{number} ({name}) failed: {type(exc).__name__}: {exc}. Fix the "
+                "transform and run again; nothing of this batch was loaded."
+            ) from exc
+        if not isinstance(table, pa.Table):
+            raise TransformError(
+                f"transform #{number} returned {type(table).__name__}, not a pyarrow.Table; "
+                "return a table."
+            )
+    return table
+
+
+def _source_for(pipeline: Pipeline) -> Source:
+    """Tell a source that can read declared columns as raw text to do so."""
+    reading_as_text = getattr(pipeline.source, "reading_as_text", None)
+    if pipeline.columns and callable(reading_as_text):
+        source: Source = reading_as_text(tuple(pipeline.columns))
+        return source
+    return pipeline.source
+
+
+_DONE = object()
+
+
+def _ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Iterate ``batches`` in a thread one item ahead; errors surface in the caller's thread."""
+    slot: queue.Queue[object] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not _offer(slot, item, stop):
+                    return
+            _offer(slot, _DONE, stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
+            _offer(slot, exc, stop)
+        finally:
+            close = getattr(batches, "close", None)
+            if callable(close):
+                close()
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(produce,), name="mendflow-read", daemon=True
+    )
+    thread.start()
+    try:
+        while (item := slot.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Batch)
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _offer(slot: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put ``item`` unless the consumer stopped; True when it was handed over."""
+    while not stop.is_set():
+        try:
+            slot.put(item, timeout=0.1)
+        except queue.Full:
+            continue
+        return True
+    return False
+
+
+def _open_store(state: StateStore | str | None) -> StateStore | None:
+    if state is None:
+        return None
+    from mendflow.state.store import StateStore
+
+    return state if isinstance(state, StateStore) else StateStore(state)

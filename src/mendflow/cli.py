@@ -1,0 +1,179 @@
+"""The ``mendflow`` command: a thin layer over the public API.
+
+Exit codes: 0 success; 1 a run failed; 2 a user error (bad file, bad option); 130 interrupted.
+Errors print one paragraph saying what is wrong and what to do, never a traceback (set
+MENDFLOW_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from mendflow import config
+from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
+from mendflow.exceptions import MendflowError
+from mendflow.state.store import StateStore, default_state_url
+
+_STATE_HELP = "State store URL (default: $MENDFLOW_STATE_URL or sqlite:///.mendflow/state.db)."
+
+
+class _Group(click.Group):
+    """Turns mendflow errors into one clear paragraph and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MendflowError as exc:
+            _fail(f"error: {exc}", exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; the next run resumes from the last committed batch.", 130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said plainly
+            if os.environ.get("MENDFLOW_DEBUG"):
+                traceback.print_exc()
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc}. This is a bug in mendflow; "
+                "set MENDFLOW_DEBUG=1 to print the traceback and report it.",
+                1,
+            )
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mendflow")
+def main() -> None:
+    """Self-healing data pipelines with exactly-once loads."""
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.option("--state", "state_url", default=None, help=_STATE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run(pipeline_file: str, state_url: str | None, as_json: bool) -> None:
+    """Run the pipeline declared in PIPELINE_FILE (YAML) once."""
+    spec = config.load(pipeline_file)
+    store = StateStore(state_url or spec.state or default_state_url())
+    progress = _Progress(enabled=not as_json and sys.stderr.isatty())
+    try:
+        result = spec.pipeline.run(hooks=[progress], state=store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), default=str))
+        return
+    click.echo(
+        f"{result.pipeline}: read {result.rows_read:,} rows, loaded {result.rows_loaded:,}, "
+        f"dead letters {result.dead_letters:,}, batches {result.batches} "
+        f"(skipped {result.skipped}) in {result.duration_s:.2f}s"
+    )
+
+
+@main.command()
+@click.option("--state", "state_url", default=None, help=_STATE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(state_url: str | None, as_json: bool) -> None:
+    """Per pipeline: the last run, rows loaded and the committed checkpoint."""
+    store = StateStore(state_url or default_state_url())
+    try:
+        rows = store.status()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    if not rows:
+        click.echo("no runs recorded yet; run a pipeline with `mendflow run PIPELINE.yaml`.")
+        return
+    for row in rows:
+        last = row["last_run"]
+        click.echo(
+            f"{row['pipeline']}: last run {last['status']} at {last['started_at']}, "
+            f"{row['runs']} runs, {row['rows_loaded']:,} rows loaded, "
+            f"{row['dead_letters']:,} dead letters"
+        )
+        click.echo(f"  checkpoint: {json.dumps(row['checkpoint'], sort_keys=True)}")
+
+
+@main.command()
+@click.option("--pipeline", default=None, help="Only this pipeline's runs.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--state", "state_url", default=None, help=_STATE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs(pipeline: str | None, limit: int, state_url: str | None, as_json: bool) -> None:
+    """The run history, newest first."""
+    store = StateStore(state_url or default_state_url())
+    try:
+        rows = store.runs(pipeline=pipeline, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    _table(
+        ["started", "pipeline", "status", "read", "loaded", "dead", "retries", "error"],
+        [
+            [r["started_at"], r["pipeline"], r["status"], f"{r['rows_read']:,}",
+             f"{r['rows_loaded']:,}", f"{r['dead_letters']:,}", str(r["retries"]),
+             (r["error"] or "")[:60]]
+            for r in rows
+        ],
+    )
+
+
+@main.command()
+@click.option("--workdir", default="mendflow-demo", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the demo's files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(workdir: str, as_json: bool) -> None:
+    """Run the bundled demo: a flaky orders API and a CSV drop folder into DuckDB."""
+    from mendflow.demo.run import render, run_demo
+
+    summary = run_demo(workdir)
+    click.echo(json.dumps(summary, default=str) if as_json else render(summary))
+    if summary["failed"]:
+        sys.exit(1)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for line in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)))
+
+
+class _Progress:
+    """A live line on a terminal while a long run loads: rows, batches, rate."""
+
+    def __init__(self, *, enabled: bool, write: Callable[[str], Any] = sys.stderr.write) -> None:
+        self.enabled = enabled
+        self.write = write
+        self.rows = 0
+        self.batches = 0
+        self.started = time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, BatchLoaded):
+            self.rows += event.rows
+            self.batches += 1
+            elapsed = time.monotonic() - self.started
+            if elapsed > 1:
+                self.write(
+                    f"\r{event.pipeline}: {self.rows:,} rows in {self.batches} batches, "
+                    f"{self.rows / elapsed:,.0f} rows/s "
+                )
+        elif isinstance(event, RunFinished | RunFailed) and time.monotonic() - self.started > 1:
+            self.write("\n")

@@ -1,0 +1,251 @@
+"""Pipelines declared in YAML, for the built-in sources and destinations.
+
+    name: orders
+    source:
+      type: files                # or http
+      path: drops/*.jsonl        # relative paths start at this file's folder
+    destination:
+      type: duckdb
+      path: warehouse.duckdb
+      table: orders
+    write_mode: merge
+    primary_key: [id]
+    columns: {amount: double, updated_at: timestamptz}
+    transforms:
+      - sql: SELECT *, amount * qty AS total FROM batch
+      - python: mypackage.cleaning:drop_test_orders
+    state: sqlite:///.mendflow/state.db
+
+Every key is checked: an unknown one is an error that names it and suggests the nearest known one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mendflow.exceptions import ConfigError
+from mendflow.pipeline import Pipeline
+from mendflow.resilience.retry import Retry
+from mendflow.sinks.duckdb import DuckDBSink
+from mendflow.sources.files import FileSource
+from mendflow.sources.http import HttpSource, Pagination
+from mendflow.transforms import SqlTransform
+from mendflow.typing import Transform
+
+_TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
+        "state"}
+_SOURCES = {
+    "files": {"type", "path", "format", "batch_size"},
+    "http": {"type", "url", "records_path", "pagination", "incremental", "params", "headers",
+             "timeout_s", "retry"},
+}
+_DESTINATIONS = {"duckdb": {"type", "path", "table"}}
+_PAGINATION = {"kind", "page_param", "start_page", "size_param", "page_size", "offset_param",
+               "limit_param", "limit", "cursor_param", "cursor_path", "next_path"}
+_INCREMENTAL = {"field", "param", "initial"}
+_RETRY = {"attempts", "base_s", "cap_s", "deadline_s"}
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineFile:
+    """A pipeline loaded from YAML, with the state store URL it names (if any)."""
+
+    pipeline: Pipeline
+    state: str | None
+    path: Path
+
+
+def load(path: str | os.PathLike[str]) -> PipelineFile:
+    """Read, check and build the pipeline declared in the YAML file at ``path``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file not found: {file}; check the path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read pipeline file {file}: {exc}") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file} is not valid YAML{at}: {problem}. Fix the syntax.") from None
+    return PipelineFile(build(spec, base=file.parent, origin=str(file)), _state(spec), file)
+
+
+def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
+    """Build a pipeline from an already parsed mapping (paths relative to ``base``)."""
+    top = _mapping(spec, origin)
+    _known(top, _TOP, origin)
+    _required(top, ("name", "source", "destination"), origin)
+    name = _string(top["name"], f"{origin}: name")
+    return Pipeline(
+        name=name,
+        source=_source(top["source"], base, f"{origin}: source"),
+        destination=_destination(top["destination"], base, f"{origin}: destination"),
+        transforms=_transforms(top.get("transforms") or [], f"{origin}: transforms"),
+        write_mode=top.get("write_mode", "append"),
+        primary_key=_key(top.get("primary_key"), f"{origin}: primary_key"),
+        columns=_columns(top.get("columns") or {}, f"{origin}: columns"),
+    )
+
+
+def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
+    kind = _typed(spec, _SOURCES, where)
+    if kind == "files":
+        return FileSource(
+            _path(spec.get("path"), base, f"{where}.path"),
+            format=spec.get("format"),
+            batch_size=_positive(spec.get("batch_size", 100_000), f"{where}.batch_size"),
+        )
+    incremental = _mapping(spec.get("incremental") or {}, f"{where}.incremental")
+    _known(incremental, _INCREMENTAL, f"{where}.incremental")
+    retry = _mapping(spec.get("retry") or {}, f"{where}.retry")
+    _known(retry, _RETRY, f"{where}.retry")
+    pagination = _mapping(spec.get("pagination") or {}, f"{where}.pagination")
+    _known(pagination, _PAGINATION, f"{where}.pagination")
+    return HttpSource(
+        _string(spec.get("url"), f"{where}.url"),
+        records_path=spec.get("records_path"),
+        pagination=Pagination(**pagination),
+        incremental_field=incremental.get("field"),
+        incremental_param=incremental.get("param"),
+        initial_cursor=incremental.get("initial"),
+        params=spec.get("params"),
+        headers=spec.get("headers"),
+        timeout_s=float(spec.get("timeout_s", 10.0)),
+        retry=Retry(**retry),
+    )
+
+
+def _destination(spec: Any, base: Path, where: str) -> DuckDBSink:
+    _typed(spec, _DESTINATIONS, where)
+    _required(spec, ("path", "table"), where)
+    return DuckDBSink(
+        _path(spec["path"], base, f"{where}.path"),
+        table=_string(spec["table"], f"{where}.table"),
+    )
+
+
+def _transforms(spec: Any, where: str) -> list[Transform]:
+    if not isinstance(spec, list):
+        raise ConfigError(f"{where} must be a list of `- sql: ...` or `- python: module:func`.")
+    out: list[Transform] = []
+    for number, item in enumerate(spec, 1):
+        entry = _mapping(item, f"{where}[{number}]")
+        _known(entry, {"sql", "python"}, f"{where}[{number}]")
+        if len(entry) != 1:
+            raise ConfigError(f"{where}[{number}] needs exactly one of `sql:` or `python:`.")
+        if "sql" in entry:
+            out.append(SqlTransform(_string(entry["sql"], f"{where}[{number}].sql")))
+        else:
+            out.append(_import(_string(entry["python"], f"{where}[{number}].python")))
+    return out
+
+
+def _import(ref: str) -> Transform:
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"python transform {ref!r} must look like `package.module:function`.")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot import transform {ref!r}: {exc}; check it is installed."
+        ) from None
+    if not callable(found):
+        raise ConfigError(f"transform {ref!r} is not callable; point at a function.")
+    transform: Transform = found
+    return transform
+
+
+def _typed(spec: Any, kinds: Mapping[str, set[str]], where: str) -> str:
+    entry = _mapping(spec, where)
+    kind = str(entry.get("type"))
+    if kind not in kinds:
+        raise ConfigError(
+            f"{where}.type is {entry.get('type')!r}; use one of: {', '.join(kinds)}"
+            f"{_suggest(kind, kinds)}."
+        )
+    _known(entry, kinds[kind], where)
+    return str(kind)
+
+
+def _known(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{_suggest(key, allowed)}. "
+                f"Known keys: {', '.join(sorted(allowed))}."
+            )
+
+
+def _suggest(word: object, options: Mapping[str, Any] | set[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _required(spec: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        if key not in spec or spec[key] is None:
+            raise ConfigError(f"{where}: `{key}:` is required.")
+
+
+def _mapping(spec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, not {_kind(spec)}.")
+    return spec
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string, not {_kind(value)}.")
+    return value
+
+
+def _positive(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where} must be a positive whole number, not {value!r}.")
+    return value
+
+
+def _key(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(f"{where} must be a column name or a list of column names.")
+    return tuple(items)
+
+
+def _columns(value: Any, where: str) -> dict[str, str]:
+    spec = _mapping(value, where)
+    for column, kind in spec.items():
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}.{column} must be a type name such as double, not {kind!r}.")
+    return {str(k): v for k, v in spec.items()}
+
+
+def _path(value: Any, base: Path, where: str) -> str:
+    text = _string(value, where)
+    return text if os.path.isabs(text) else str(base / text)
+
+
+def _state(spec: Any) -> str | None:
+    state = spec.get("state") if isinstance(spec, dict) else None
+    if state is not None and not isinstance(state, str):
+        raise ConfigError("state must be a database URL such as sqlite:///state.db.")
+    return state
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"a {type(value).__name__} ({value!r})"

@@ -1,0 +1,1 @@
+"""The demo: a misbehaving orders API and a pipeline that heals around it."""

@@ -1,0 +1,106 @@
+"""A pipeline: a source, transforms and a destination, with a write mode and a primary key.
+
+    pipeline = Pipeline(
+        name="orders",
+        source=FileSource("drops/*.jsonl"),
+        destination=DuckDBSink("warehouse.duckdb", table="orders"),
+        write_mode="merge",
+        primary_key=("id",),
+        columns={"amount": "double", "updated_at": "timestamptz"},
+    )
+    result = pipeline.run()
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mendflow._sql import sql_type
+from mendflow.batch import WRITE_MODES, Position, WriteMode
+from mendflow.clock import SYSTEM_CLOCK, Clock
+from mendflow.exceptions import ConfigError
+from mendflow.typing import Hook, Sink, Source, Transform
+
+if TYPE_CHECKING:
+    from mendflow.state.store import StateStore
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pipeline:
+    """What to read, how to shape it, and where and how to load it.
+
+    ``columns`` declares types (``double``, ``bigint``, ``timestamptz``, ``decimal(12,2)``...):
+    values that do not cast become dead letters instead of failing the run.
+    """
+
+    name: str
+    source: Source
+    destination: Sink
+    transforms: Sequence[Transform] = ()
+    write_mode: WriteMode = "append"
+    primary_key: Sequence[str] = ()
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"pipeline name {self.name!r} is not valid; use letters, digits, '_', '-' or '.'."
+            )
+        if self.write_mode not in WRITE_MODES:
+            raise ConfigError(
+                f"unknown write mode {self.write_mode!r}; use one of: {', '.join(WRITE_MODES)}."
+            )
+        key = (self.primary_key,) if isinstance(self.primary_key, str) else self.primary_key
+        object.__setattr__(self, "primary_key", tuple(key))
+        object.__setattr__(self, "transforms", tuple(self.transforms))
+        if self.write_mode == "merge" and not self.primary_key:
+            raise ConfigError(
+                f"pipeline {self.name!r} merges but has no primary key; set `primary_key:` to the "
+                "column(s) that identify a row, or use write_mode append."
+            )
+        for column, kind in self.columns.items():
+            try:
+                sql_type(kind)
+            except ConfigError as exc:
+                raise ConfigError(f"column {column!r}: {exc}") from None
+
+    @property
+    def types(self) -> dict[str, str]:
+        """The declared columns with their DuckDB types."""
+        return {column: sql_type(kind) for column, kind in self.columns.items()}
+
+    def run(
+        self,
+        *,
+        hooks: Iterable[Hook] = (),
+        state: StateStore | str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> RunResult:
+        """Run once: read what is new, load it exactly once, and return what happened."""
+        from mendflow._runner import run
+
+        return run(self, hooks=hooks, state=state, clock=clock)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """The outcome of one run."""
+
+    run_id: str
+    pipeline: str
+    rows_read: int
+    rows_loaded: int
+    dead_letters: int
+    batches: int
+    skipped: int
+    duration_s: float
+    position: Position
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {k: getattr(self, k) for k in self.__slots__}

@@ -1,0 +1,299 @@
+"""DuckDB destination: every batch, its dead letters and its checkpoint in one transaction.
+
+Three tables beside the data keep the load exactly-once:
+
+- ``_mendflow_checkpoints``: the position committed with the last batch of each pipeline;
+- ``_mendflow_batches``: the identity of every committed batch, so one read again is skipped;
+- ``_mendflow_dead_letters``: rows set aside, with the reason and the original record.
+
+Write modes: ``append`` inserts; ``merge`` replaces rows with the same primary key (the last row
+of a batch wins); ``replace`` loads the run into a staging table and swaps it in when the run has
+read everything, so readers never see a half-replaced table and a crash resumes the staging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mendflow._sql import ident
+from mendflow.batch import Load, Position
+from mendflow.exceptions import (
+    DestinationError,
+    DestinationUnavailable,
+    MendflowError,
+    ResourceExhausted,
+    SchemaMismatch,
+)
+
+COMMITTED, STAGED = "committed", "staged"
+_BATCH = "__mf_batch"
+_DEAD = "__mf_dead"
+
+_META = (
+    "CREATE TABLE IF NOT EXISTS _mendflow_checkpoints (pipeline VARCHAR, slot VARCHAR, "
+    "position VARCHAR, updated_at TIMESTAMPTZ, PRIMARY KEY (pipeline, slot))",
+    "CREATE TABLE IF NOT EXISTS _mendflow_batches (pipeline VARCHAR, batch_id VARCHAR, "
+    "run_id VARCHAR, rows BIGINT, dead_letters BIGINT, committed_at TIMESTAMPTZ, "
+    "PRIMARY KEY (pipeline, batch_id))",
+    "CREATE TABLE IF NOT EXISTS _mendflow_dead_letters (pipeline VARCHAR, batch_id VARCHAR, "
+    "row_index BIGINT, run_id VARCHAR, stage VARCHAR, reason VARCHAR, record VARCHAR, "
+    "created_at TIMESTAMPTZ)",
+)
+
+#: DuckDB's exception classes and what each means to mendflow; a test fails if one is missing.
+ERRORS: tuple[tuple[type[duckdb.Error], type[MendflowError]], ...] = (
+    (duckdb.OutOfMemoryException, ResourceExhausted),
+    (duckdb.IOException, DestinationUnavailable),
+    (duckdb.ConnectionException, DestinationUnavailable),
+    (duckdb.HTTPException, DestinationUnavailable),
+    (duckdb.TransactionException, DestinationUnavailable),
+    (duckdb.InterruptException, DestinationUnavailable),
+    (duckdb.ResourceInUseException, DestinationUnavailable),
+    (duckdb.FatalException, DestinationUnavailable),
+    (duckdb.ConversionException, SchemaMismatch),
+    (duckdb.BinderException, SchemaMismatch),
+    (duckdb.CatalogException, SchemaMismatch),
+    (duckdb.ConstraintException, SchemaMismatch),
+    (duckdb.TypeMismatchException, SchemaMismatch),
+    (duckdb.InvalidTypeException, SchemaMismatch),
+    (duckdb.OutOfRangeException, SchemaMismatch),
+    (duckdb.DependencyException, SchemaMismatch),
+    (duckdb.PermissionException, DestinationError),
+    (duckdb.InvalidInputException, DestinationError),
+    (duckdb.ParserException, DestinationError),
+    (duckdb.SyntaxException, DestinationError),
+    (duckdb.SequenceException, DestinationError),
+    (duckdb.SerializationException, DestinationError),
+    (duckdb.NotImplementedException, DestinationError),
+    (duckdb.InternalException, DestinationError),
+    (duckdb.IntegrityError, SchemaMismatch),
+    (duckdb.DataError, SchemaMismatch),
+    (duckdb.OperationalError, DestinationUnavailable),
+    (duckdb.ProgrammingError, DestinationError),
+    (duckdb.NotSupportedError, DestinationError),
+    (duckdb.InternalError, DestinationError),
+    (duckdb.DatabaseError, DestinationError),
+    (duckdb.Error, DestinationError),
+)
+
+
+class DuckDBSink:
+    """Load into ``table`` of the DuckDB file at ``path`` (created if missing)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, table: str, name: str = "") -> None:
+        self.path = os.fspath(path)
+        self.table = table
+        self.name = name or f"duckdb:{self.path}"
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    # -- the Sink interface -------------------------------------------------------------------
+
+    def position(self, pipeline: str, *, mode: str = "append") -> Position:
+        """The committed position of ``pipeline``; for replace, that of the staging in progress."""
+        con = self._connect()
+        if mode == "replace":
+            staged = self._slot(con, pipeline, STAGED)
+            if staged is None:
+                self._run(con, f"DROP TABLE IF EXISTS {ident(self._staging)}")
+            return staged or {}
+        return self._slot(con, pipeline, COMMITTED) or {}
+
+    def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> bool:
+        """Commit the batch's rows, dead letters and position together; False if already done."""
+        con = self._connect()
+        try:
+            con.begin()
+            if self._seen(con, load):
+                con.rollback()
+                return False
+            target = self._staging if load.mode == "replace" else self.table
+            if load.data.num_columns:
+                self._write_rows(con, target, load.data, load.mode, load.primary_key)
+            self._write_bookkeeping(con, load)
+            on_staged()
+            con.commit()
+        except duckdb.Error as exc:
+            _rollback(con)
+            raise translate(exc, f"loading batch {load.batch_id} into {self.table}") from exc
+        except BaseException:
+            _rollback(con)
+            raise
+        return True
+
+    def finish(self, pipeline: str, *, mode: str = "append") -> None:
+        """For replace, swap the staging table in and promote its position, atomically."""
+        if mode != "replace":
+            return
+        con = self._connect()
+        try:
+            con.begin()
+            staged = self._slot(con, pipeline, STAGED)
+            if staged is not None and self._exists(con, self._staging):
+                con.execute(f"DROP TABLE IF EXISTS {ident(self.table)}")
+                con.execute(f"ALTER TABLE {ident(self._staging)} RENAME TO {ident(self.table)}")
+            elif self._exists(con, self.table):
+                con.execute(f"DELETE FROM {ident(self.table)}")
+            self._save_slot(con, pipeline, COMMITTED, staged or {})
+            con.execute(
+                "DELETE FROM _mendflow_checkpoints WHERE pipeline = ? AND slot = ?",
+                [pipeline, STAGED],
+            )
+            con.execute("DELETE FROM _mendflow_batches WHERE pipeline = ?", [pipeline])
+            con.commit()
+        except duckdb.Error as exc:
+            _rollback(con)
+            raise translate(exc, f"publishing the replacement of {self.table}") from exc
+
+    def close(self) -> None:
+        """Close the connection (DuckDB checkpoints the file)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @property
+    def _staging(self) -> str:
+        return f"_mendflow_stage__{self.table}"
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            try:
+                self._con = duckdb.connect(self.path)
+                for statement in _META:
+                    self._con.execute(statement)
+            except duckdb.Error as exc:
+                self._con = None
+                raise translate(exc, f"opening {self.path}") from exc
+        return self._con
+
+    def _run(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:
+            raise translate(exc, f"preparing {self.table}") from exc
+
+    def _slot(self, con: duckdb.DuckDBPyConnection, pipeline: str, slot: str) -> Position | None:
+        row = con.execute(
+            "SELECT position FROM _mendflow_checkpoints WHERE pipeline = ? AND slot = ?",
+            [pipeline, slot],
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def _save_slot(
+        self, con: duckdb.DuckDBPyConnection, pipeline: str, slot: str, position: Position
+    ) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO _mendflow_checkpoints VALUES (?, ?, ?, now())",
+            [pipeline, slot, json.dumps(position, sort_keys=True)],
+        )
+
+    def _seen(self, con: duckdb.DuckDBPyConnection, load: Load) -> bool:
+        row = con.execute(
+            "SELECT 1 FROM _mendflow_batches WHERE pipeline = ? AND batch_id = ?",
+            [load.pipeline, load.batch_id],
+        ).fetchone()
+        return row is not None
+
+    def _exists(self, con: duckdb.DuckDBPyConnection, table: str) -> bool:
+        row = con.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name = ?",
+            [table],
+        ).fetchone()
+        return row is not None
+
+    def _write_rows(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        target: str,
+        data: pa.Table,
+        mode: str,
+        keys: Sequence[str],
+    ) -> None:
+        if mode == "merge":
+            data = _last_per_key(data, keys)
+        con.register(_BATCH, data)
+        try:
+            if not self._exists(con, target):
+                con.execute(f"CREATE TABLE {ident(target)} AS SELECT * FROM {_BATCH} LIMIT 0")
+            else:
+                self._check_columns(con, target, data)
+            if mode == "merge":
+                match = " AND ".join(f"t.{ident(k)} = b.{ident(k)}" for k in keys)
+                con.execute(f"DELETE FROM {ident(target)} AS t USING {_BATCH} AS b WHERE {match}")
+            con.execute(f"INSERT INTO {ident(target)} BY NAME SELECT * FROM {_BATCH}")
+        finally:
+            con.unregister(_BATCH)
+
+    def _check_columns(self, con: duckdb.DuckDBPyConnection, target: str, data: pa.Table) -> None:
+        rows = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ?",
+            [target],
+        ).fetchall()
+        extra = [c for c in data.column_names if c not in {r[0] for r in rows}]
+        if extra:
+            raise SchemaMismatch(
+                f"the batch has columns that {self.table} lacks: {', '.join(extra)}. Add them to "
+                "the table (ALTER TABLE ... ADD COLUMN) or drop them in a transform.",
+                dependency=self.name,
+            )
+
+    def _write_bookkeeping(self, con: duckdb.DuckDBPyConnection, load: Load) -> None:
+        dead = load.dead_letters
+        if dead.num_rows:
+            con.register(_DEAD, dead)
+            try:
+                con.execute(
+                    "INSERT INTO _mendflow_dead_letters SELECT ?, ?, row_index, ?, stage, reason, "
+                    f"record, now() FROM {_DEAD}",
+                    [load.pipeline, load.batch_id, load.run_id],
+                )
+            finally:
+                con.unregister(_DEAD)
+        con.execute(
+            "INSERT INTO _mendflow_batches VALUES (?, ?, ?, ?, ?, now())",
+            [load.pipeline, load.batch_id, load.run_id, load.data.num_rows, dead.num_rows],
+        )
+        slot = STAGED if load.mode == "replace" else COMMITTED
+        self._save_slot(con, load.pipeline, slot, load.position)
+
+
+def _last_per_key(data: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Keep the last row of each primary key, in batch order (only when a key repeats)."""
+    if len(keys) == 1:
+        unique = pc.count_distinct(data[keys[0]], mode="all").as_py()
+    else:
+        unique = data.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
+    if unique == data.num_rows:
+        return data
+    indexed = data.append_column("__mf_i", pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(list(keys), use_threads=False).aggregate([("__mf_i", "max")])
+    rows = last["__mf_i_max"].combine_chunks()
+    return data.take(pc.take(rows, pc.sort_indices(rows)))
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    # No transaction open, or the connection gone: then there is nothing to undo.
+    with contextlib.suppress(duckdb.Error):
+        con.rollback()
+
+
+def translate(exc: duckdb.Error, doing: str) -> MendflowError:
+    """Translate a DuckDB error into mendflow's taxonomy, by its class."""
+    kind = next(cls for driver, cls in ERRORS if isinstance(exc, driver))
+    hint = {
+        ResourceExhausted: "use a smaller batch_size or raise DuckDB's memory_limit",
+        DestinationUnavailable: "check no other process holds the database file, then run again",
+        SchemaMismatch: "make the batch fit the table (declare `columns:` types or transform it)",
+        DestinationError: "check the database file and the destination settings",
+    }[kind]
+    return kind(f"{doing}: {exc}. {hint}.", dependency="duckdb")

@@ -1,0 +1,54 @@
+"""The interfaces a pipeline is built from. Each is small; implement it to plug in your own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from mendflow.batch import Batch, Load, Position
+from mendflow.events import Event
+
+__all__ = ["Hook", "Sink", "Source", "Transform"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Reads batches from a position; an empty position means from the start."""
+
+    name: str
+
+    def read(self, position: Position) -> Iterator[Batch]:
+        """Yield batches in order, each carrying the position after it."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Writes a batch and its position in one transaction, and reports the committed position."""
+
+    name: str
+
+    def position(self, pipeline: str, *, mode: str = "append") -> Position:
+        """The position committed with the last batch of ``pipeline`` (empty when none)."""
+        ...
+
+    def write(self, load: Load, *, on_staged: Callable[[], None] = ...) -> bool:
+        """Commit ``load`` atomically; False when its batch was already committed (not loaded)."""
+        ...
+
+    def finish(self, pipeline: str, *, mode: str = "append") -> None:
+        """End of a run that read everything: publish what a replace load staged."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the sink may be used again after."""
+        ...
+
+
+#: A vectorized step between reading and loading: a whole Arrow table in, one out.
+Transform = Callable[[pa.Table], pa.Table]
+
+#: A subscriber to the runner's events.
+Hook = Callable[[Event], None]

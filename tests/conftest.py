@@ -1,0 +1,83 @@
+"""Shared fixtures: generated order files, pipeline YAML files, destination hashes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+
+def write_orders(
+    path: Path, *, start: int, count: int, seed: int = 0, bad_every: int = 0, repeat_from: int = 0
+) -> None:
+    """Write ``count`` orders as JSON lines, ids from ``start``.
+
+    Every ``bad_every``-th row has a malformed amount; ``repeat_from`` > 0 makes ids wrap around
+    to re-use earlier ids (updates, for merge mode).
+    """
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(count):
+            ident = start + i if not repeat_from else repeat_from + (i % 5000)
+            amount: Any = round(rng.uniform(1, 900), 2)
+            if bad_every and i % bad_every == bad_every - 1:
+                amount = "n/a"
+            record = {
+                "id": ident,
+                "updated_at": f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+                "amount": amount,
+                "qty": rng.randint(1, 9),
+                "note": None if i % 3 else f"note {i}",
+            }
+            out.write(json.dumps(record) + "\n")
+
+
+def write_pipeline(path: Path, **spec: Any) -> Path:
+    """Write a pipeline YAML file and return its path."""
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def table_hash(db: Path, table: str) -> tuple[int, str]:
+    """(row count, order-independent hash of every row's content) of ``table``."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(
+            f'SELECT count(*), coalesce(md5(string_agg(h, \',\' ORDER BY h)), \'\') FROM '
+            f'(SELECT md5(CAST(t AS VARCHAR)) AS h FROM "{table}" t)'
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def dead_letter_hash(db: Path) -> tuple[int, str]:
+    """Hash of the dead letters' content, without run ids and times."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT "
+            "md5(concat_ws('|', pipeline, batch_id, row_index, stage, reason, record)) AS h "
+            "FROM _mendflow_dead_letters)"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+@pytest.fixture
+def orders_dir(tmp_path: Path) -> Path:
+    """A folder with three JSON-lines files of 1,000 orders each, a few values malformed."""
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    for n in range(3):
+        write_orders(folder / f"orders-{n}.jsonl", start=n * 1000 + 1, count=1000, seed=n,
+                     bad_every=97)
+    return folder

@@ -1,0 +1,84 @@
+"""Files are read incrementally: a file loaded is not read again; a new one is, and only it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mendflow import ConfigError, DuckDBSink, FileSource, Pipeline
+from tests.conftest import table_hash, write_orders
+
+
+def _pipeline(folder: Path, db: Path, pattern: str = "*.jsonl", **kw: object) -> Pipeline:
+    return Pipeline(
+        name="files", source=FileSource(str(folder / pattern), batch_size=400),
+        destination=DuckDBSink(db, table="orders"), **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_second_run_loads_nothing_and_a_new_file_loads_alone(
+    orders_dir: Path, tmp_path: Path
+) -> None:
+    """Run 1 loads all files; run 2 nothing; after a new file lands, run 3 loads just it."""
+    db = tmp_path / "d.duckdb"
+    first = _pipeline(orders_dir, db).run()
+    assert (first.rows_read, first.rows_loaded) == (3000, 3000)
+    assert _pipeline(orders_dir, db).run().rows_read == 0
+    write_orders(orders_dir / "orders-9.jsonl", start=9001, count=250)
+    third = _pipeline(orders_dir, db).run()
+    assert (third.rows_read, third.rows_loaded) == (250, 250)
+    assert table_hash(db, "orders")[0] == 3250
+
+
+def test_a_changed_file_is_read_again(orders_dir: Path, tmp_path: Path) -> None:
+    """A file whose size or modification time changed counts as new."""
+    db = tmp_path / "d.duckdb"
+    _pipeline(orders_dir, db, write_mode="merge", primary_key=("id",)).run()
+    before = table_hash(db, "orders")
+    target = orders_dir / "orders-0.jsonl"
+    write_orders(target, start=1, count=1200, seed=5)
+    os.utime(target, ns=(1, 1))
+    again = _pipeline(orders_dir, db, write_mode="merge", primary_key=("id",)).run()
+    assert again.rows_read == 1200
+    after = table_hash(db, "orders")
+    assert after[0] == 3000  # ids 1..1200 already existed: merged, not added
+    assert after[1] != before[1]
+
+
+def test_reading_resumes_mid_file_with_the_same_batch_ids(orders_dir: Path) -> None:
+    """From a position inside a file, the source yields the rest with the ids a full read gives."""
+    source = FileSource(str(orders_dir / "*.jsonl"), batch_size=400)
+    every = list(source.read({}))
+    assert [b.data.num_rows for b in every[:3]] == [400, 400, 200]
+    resumed = list(source.read(every[1].position))
+    assert [b.id for b in resumed] == [b.id for b in every[2:]]
+    assert sum(b.data.num_rows for b in every) == 3000
+    assert list(source.read(every[-1].position)) == []
+
+
+def test_csv_and_parquet_files_are_read(tmp_path: Path) -> None:
+    """CSV and Parquet are recognised by their suffix and loaded."""
+    (tmp_path / "a.csv").write_text("id,name\n1,x\n2,y\n", encoding="utf-8")
+    pq.write_table(pa.table({"id": [3, 4], "name": ["z", "w"]}), tmp_path / "b.parquet")
+    db = tmp_path / "d.duckdb"
+    for pattern in ("*.csv", "*.parquet"):
+        Pipeline(name=f"p{pattern[2:]}", source=FileSource(str(tmp_path / pattern)),
+                 destination=DuckDBSink(db, table="t")).run()
+    assert table_hash(db, "t")[0] == 4
+
+
+def test_a_missing_file_or_folder_is_a_config_error(tmp_path: Path) -> None:
+    """A path that does not exist says so, with the path."""
+    with pytest.raises(ConfigError, match="file not found"):
+        list(FileSource(str(tmp_path / "nope.jsonl")).read({}))
+    with pytest.raises(ConfigError, match="folder not found"):
+        list(FileSource(str(tmp_path / "nowhere" / "*.csv")).read({}))
+
+
+def test_an_empty_folder_reads_nothing(tmp_path: Path) -> None:
+    """A drop folder with no files yet is not an error."""
+    assert list(FileSource(str(tmp_path / "*.jsonl")).read({})) == []
