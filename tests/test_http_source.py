@@ -16,6 +16,7 @@ from mendflow.demo._api import DEFAULT_FAULTS, OrdersApi
 from mendflow.exceptions import ConfigError, SchemaMismatch, SourceRejected, SourceUnavailable
 from mendflow.resilience.retry import Retry
 from mendflow.sources.http import HTTPX_ERRORS, HTTPX_UNUSED, HttpSource, Pagination
+from mendflow.typing import Source
 
 FAST = Retry(attempts=5, base_s=0.05, cap_s=0.5)
 
@@ -118,12 +119,14 @@ def test_read_from_final_position_yields_no_rows(api: OrdersApi) -> None:
 
 
 def test_new_orders_after_final_position_are_read_exactly(api: OrdersApi) -> None:
-    """Orders added after a complete read are the only ones the next read yields."""
-    source = orders_source(api)
+    """Orders added after a complete read are the only ones the next read yields, in a new batch."""
+    source: Source = orders_source(api)
     final = list(source.read({}))[-1].position
+    [empty] = list(source.read(final))
     api.add_orders(7)
     batches = list(source.read(final))
     assert ids(batches) == list(range(251, 258))
+    assert batches[0].id != empty.id  # the same request, but a different page now
     assert batches[-1].position == {"cursor": api.records[-1]["updated_at"], "window": None}
 
 
@@ -366,3 +369,43 @@ def test_every_httpx_error_is_mapped() -> None:
     errors |= {cls for cls in family(httpx.HTTPError) if cls.__module__.startswith("httpx")}
     unmapped = sorted(c.__name__ for c in errors if c not in HTTPX_ERRORS and c not in HTTPX_UNUSED)
     assert unmapped == []
+
+
+def test_the_urls_own_query_is_kept_next_to_paging_params() -> None:
+    """Query parameters written in the URL are sent together with the source's own parameters."""
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        return httpx.Response(200, json=[])
+
+    source = HttpSource(
+        "http://api.test/r?format=json",
+        params={"region": "eu"},
+        pagination=Pagination("offset", limit=5),
+        incremental_param="since",
+        initial_cursor=7,
+        transport=mock(handler),
+    )
+    list(source.read({}))
+    assert seen == [{"format": "json", "region": "eu", "since": "7", "offset": "0", "limit": "5"}]
+
+
+def test_a_cursor_that_does_not_move_is_a_schema_mismatch() -> None:
+    """An API that names the page it answered as the next one raises instead of looping."""
+    body = {"data": [{"id": 1}], "next_cursor": "same"}
+    transport = mock(lambda _: httpx.Response(200, json=body))
+    kind = Pagination("cursor")
+    source = HttpSource(
+        "http://api.test/r", records_path="data", pagination=kind, transport=transport
+    )
+    with pytest.raises(SchemaMismatch, match="same page as next"):
+        list(source.read({}))
+    assert transport.requests == 2
+
+
+def test_a_position_from_another_source_is_a_config_error() -> None:
+    """A window without the HTTP source's keys raises ConfigError saying to reset the checkpoint."""
+    source = HttpSource("http://api.test/r", transport=mock(lambda _: httpx.Response(200, json=[])))
+    with pytest.raises(ConfigError, match="reset the pipeline's checkpoint"):
+        list(source.read({"cursor": None, "window": {"files": {}}}))

@@ -122,15 +122,29 @@ def _run(pipeline: Pipeline, log: EventLog, store: StateStore) -> dict[str, Any]
     try:
         result = pipeline.run(hooks=[log], state=store)
     except MendflowError as exc:
-        return base | {"status": "failed", "rows_read": 0, "rows_loaded": 0, "dead_letters": 0,
-                       "error": str(exc)}
-    return base | {"status": "succeeded", "rows_read": result.rows_read,
-                   "rows_loaded": result.rows_loaded, "dead_letters": result.dead_letters}
+        return base | {
+            "status": "failed",
+            "rows_read": 0,
+            "rows_loaded": 0,
+            "dead_letters": 0,
+            "error": str(exc),
+        }
+    return base | {
+        "status": "succeeded",
+        "rows_read": result.rows_read,
+        "rows_loaded": result.rows_loaded,
+        "dead_letters": result.dead_letters,
+    }
 
 
 def _problem(event: RetryScheduled) -> dict[str, Any]:
-    return {"dependency": event.dependency, "error_type": event.error_type, "error": event.error,
-            "attempt": event.attempt, "delay_s": event.delay_s}
+    return {
+        "dependency": event.dependency,
+        "error_type": event.error_type,
+        "error": event.error,
+        "attempt": event.attempt,
+        "delay_s": event.delay_s,
+    }
 
 
 def _counts(db: Path) -> dict[str, int]:

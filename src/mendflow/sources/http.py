@@ -17,6 +17,8 @@ the position says where the source stands after a page::
 Mid-window, ``window.next`` is the next page's token (page number, offset, cursor or URL), so a run
 that died between pages resumes at the next page with the same ``since``. On the last page the
 window closes and the cursor becomes the largest ``incremental_field`` value of the window.
+``incremental_param=<since>`` goes with every page of a window, so the API filters the pages the
+same way; a followed ``link`` is requested as it is.
 Records whose field is not greater than ``since`` are dropped (APIs that filter with ``>=`` send
 the boundary record again); records without a value in the field are kept for the contract to
 judge. The field must compare correctly as a JSON value: numbers, or ISO 8601 strings written in
@@ -31,7 +33,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -175,7 +177,7 @@ class Pagination:
         if self.kind == "link":
             found = _dig(reply.body, self.next_path)
             link = found if isinstance(found, str) and found else reply.link_next
-            return str(httpx.URL(reply.url).join(link)) if link else None
+            return _join(reply.url, link) if link else None
         return None
 
     def _counted(self, token: Token, rows: int) -> Token:
@@ -202,7 +204,7 @@ class _Window:
     cursor: Cursor
     since: Cursor
     token: Token
-    max: Cursor
+    max: Cursor = None
 
     def position(self, *, done: bool) -> Position:
         """The JSON-ready position: mid-window, or with the window closed when ``done``."""
@@ -249,7 +251,7 @@ class HttpSource:
         self.transport = transport
         self.name = name or f"http:{url}"
 
-    def read(self, position: Position) -> Iterator[Batch]:
+    def read(self, position: Position) -> Generator[Batch, None, None]:
         """Yield one batch per page: the rest of an open window, or a new one from the cursor."""
         window = self._resume(position)
         client = httpx.Client(headers=self.headers, transport=self.transport, follow_redirects=True)
@@ -261,59 +263,73 @@ class HttpSource:
                     return
 
     def _resume(self, position: Position) -> _Window:
+        """Where to start: the open window of ``position``, else a new one from its cursor."""
         cursor = position.get("cursor", self.initial_cursor) if position else self.initial_cursor
         open_window = position.get("window") if position else None
-        if open_window:
-            since, token = open_window["since"], open_window["next"]
-            return _Window(cursor=cursor, since=since, token=token, max=open_window["max"])
-        return _Window(cursor=cursor, since=cursor, token=self.pagination.first(), max=None)
+        if not open_window:
+            return _Window(cursor=cursor, since=cursor, token=self.pagination.first())
+        try:
+            since, token, seen = open_window["since"], open_window["next"], open_window["max"]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.name}: position {position!r} was not written by an HTTP source; reset "
+                "the pipeline's checkpoint or point it at the source that wrote it."
+            ) from exc
+        return _Window(cursor=cursor, since=since, token=token, max=seen)
 
     def _page(self, client: httpx.Client, window: _Window) -> tuple[Batch, _Window]:
         """Read the page of ``window.token``; its batch, and the window after it (token None
         when that page was the last)."""
-        reply = self._fetch(client, *self._request(window))
+        reply = self._fetch(client, self._request(window))
         table = self._records(reply.body)
         fresh = self._fresh(table, window.since)
         token = self.pagination.after(window.token, rows=table.num_rows, reply=reply)
+        if token is not None and token == window.token:
+            raise SchemaMismatch(
+                f"{self.name}: the API answered the page {token!r} with the same page as next; "
+                "check the pagination settings (cursor_path, next_path).",
+                dependency=self.name,
+            )
         seen = _greatest(window.max, self._largest(fresh))
         after = _Window(cursor=window.cursor, since=window.since, token=token, max=seen)
         position = after.position(done=token is None)
-        key = json.dumps([self.url, window.since, window.token, position], sort_keys=True)
-        batch_id = "http:" + hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:20]
+        batch_id = _batch_id(self.url, window, position)
         return Batch(id=batch_id, data=fresh, position=position, source=self.name), after
 
-    def _request(self, window: _Window) -> tuple[str, dict[str, str]]:
-        """URL and query of the page of ``window.token``; a followed link is used as it is."""
+    def _request(self, window: _Window) -> httpx.URL:
+        """The URL of the page of ``window.token``; a followed link is used as it is."""
         if self.pagination.kind == "link" and window.token is not None:
-            return str(window.token), {}
+            return httpx.URL(str(window.token))
         params = dict(self.params)
         if self.incremental_param is not None and window.since is not None:
             params[self.incremental_param] = str(window.since)
-        return self.url, params | self.pagination.params(window.token)
+        # Merged into the URL's own query: httpx's params= would replace it.
+        return httpx.URL(self.url).copy_merge_params(params | self.pagination.params(window.token))
 
-    def _fetch(self, client: httpx.Client, url: str, params: dict[str, str]) -> _Reply:
+    def _fetch(self, client: httpx.Client, url: httpx.URL) -> _Reply:
         """GET with retries; the answer of the attempt that succeeded."""
         reply: _Reply | None = None
         for attempt in retrying(self.retry, dependency=self.name, clock=self.clock):
             with attempt:
-                reply = self._get(client, url, params)
+                reply = self._get(client, url)
         assert reply is not None  # retrying() returns only after an attempt succeeded
         return reply
 
-    def _get(self, client: httpx.Client, url: str, params: dict[str, str]) -> _Reply:
+    def _get(self, client: httpx.Client, url: httpx.URL) -> _Reply:
         """One GET, with every failure translated to mendflow's taxonomy."""
+        shown = str(url.copy_with(query=None))  # the query may hold an API key
         try:
-            response = client.get(url, params=params, timeout=self.timeout_s)
+            response = client.get(url, timeout=self.timeout_s)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _translate(exc, url=url, dependency=self.name) from exc
-        error = _status_error(response, url=url, dependency=self.name, now=self.clock.now())
+            raise _translate(exc, url=shown, dependency=self.name) from exc
+        error = _status_error(response, url=shown, dependency=self.name, now=self.clock.now())
         if error is not None:
             raise error
         try:
             body = response.json()
         except ValueError as exc:
             raise SchemaMismatch(
-                f"GET {url} answered {response.status_code} with a body that is not JSON "
+                f"GET {shown} answered {response.status_code} with a body that is not JSON "
                 f"({response.text[:80]!r}); check the URL points at the JSON API.",
                 dependency=self.name,
                 status=response.status_code,
@@ -372,8 +388,23 @@ class HttpSource:
         field = self.incremental_field
         if field is None or table.num_rows == 0 or field not in table.column_names:
             return None
-        largest: Cursor = pc.max(table[field]).as_py()
+        try:
+            largest: Cursor = pc.max(table[field]).as_py()
+        except pa.ArrowException as exc:
+            raise SchemaMismatch(
+                f"{self.name}: {field!r} values ({table[field].type}) have no maximum; point "
+                "incremental_field at a number or timestamp field.",
+                dependency=self.name,
+            ) from exc
         return largest
+
+
+def _batch_id(url: str, window: _Window, after: Position) -> str:
+    """An id from positions alone: the page asked for (window start and token) and where the
+    source stands after it, so a page re-read as it was gets the id it had, while the first page
+    after new records arrive (same window start and token, more rows) gets a new one."""
+    key = json.dumps([url, window.since, window.token, after], sort_keys=True)
+    return "http:" + hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
 def _check_url(url: str) -> None:
@@ -383,6 +414,16 @@ def _check_url(url: str) -> None:
         raise ConfigError(f"invalid URL {url!r}: {exc}; fix the source's url.") from exc
     if scheme not in ("http", "https"):
         raise ConfigError(f"URL {url!r} is not http(s); give the API's full http:// URL.")
+
+
+def _join(base: str, link: str) -> str:
+    """The absolute URL of a next link, which may be relative to the page's URL."""
+    try:
+        return str(httpx.URL(base).join(link))
+    except httpx.InvalidURL as exc:
+        raise SchemaMismatch(
+            f"the next link {link!r} of {base} is not a URL ({exc}); check next_path."
+        ) from exc
 
 
 def _translate(exc: Exception, *, url: str, dependency: str) -> MendflowError:
