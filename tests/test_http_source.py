@@ -16,27 +16,10 @@ from mendflow.demo._api import DEFAULT_FAULTS, OrdersApi
 from mendflow.exceptions import ConfigError, SchemaMismatch, SourceRejected, SourceUnavailable
 from mendflow.resilience.retry import Retry
 from mendflow.sources.http import HTTPX_ERRORS, HTTPX_UNUSED, HttpSource, Pagination
+from mendflow.testing import FakeClock
 from mendflow.typing import Source
 
 FAST = Retry(attempts=5, base_s=0.05, cap_s=0.5)
-
-
-class FakeClock:
-    """A clock whose sleeps only move time forward, and are remembered."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return 1_767_225_600.0 + self.t
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 class Counting(httpx.BaseTransport):

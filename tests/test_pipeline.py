@@ -76,6 +76,19 @@ def test_a_failing_transform_loads_nothing_and_names_the_transform(tmp_path: Pat
     sink.close()
 
 
+def test_merge_keeps_the_last_row_read_for_each_key(tmp_path: Path) -> None:
+    """Within one batch and across batches, the row read last for a key is the one kept."""
+    pages = [[{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}, {"id": 1, "v": "d"}],
+             [{"id": 2, "v": "z"}]]
+    db = tmp_path / "d.duckdb"
+    Pipeline(name="p", source=MemorySource(pages), destination=DuckDBSink(db, table="t"),
+             write_mode="merge", primary_key="id").run()
+    import duckdb
+
+    rows = duckdb.connect(str(db)).execute("SELECT * FROM t ORDER BY id").fetchall()
+    assert rows == [(1, "d"), (2, "z")]
+
+
 def test_merge_without_a_primary_key_is_refused() -> None:
     """A merge needs a key; the error says how to fix it."""
     with pytest.raises(ConfigError, match="primary_key"):

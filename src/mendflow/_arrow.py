@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -23,3 +24,17 @@ def rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
                 pending, held = [], 0
     if held:
         yield pa.Table.from_batches(pending)
+
+
+def last_per_key(data: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Keep the last row of each key, in order; the table itself when no key repeats."""
+    if len(keys) == 1:
+        unique = pc.count_distinct(data[keys[0]], mode="all").as_py()
+    else:
+        unique = data.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
+    if unique == data.num_rows:
+        return data
+    indexed = data.append_column("__mf_i", pa.array(range(data.num_rows), pa.int64()))
+    last = indexed.group_by(list(keys), use_threads=False).aggregate([("__mf_i", "max")])
+    rows = last["__mf_i_max"].combine_chunks()
+    return data.take(pc.take(rows, pc.sort_indices(rows)))

@@ -1,8 +1,10 @@
 """The run loop: read -> coerce -> transform -> write with checkpoint, emitting events.
 
-The source is read one batch ahead in a thread of its own (DuckDB parses while the previous batch
-loads). Everything that makes a load exactly-once lives in the sink's transaction; the runner only
-carries each batch's position to it, and resumes from the position the sink says it committed.
+Reading and preparing a batch (parsing, casting declared types, transforms, one row per key for
+merge) happen one batch ahead in a thread of their own, while the previous batch loads; events
+are emitted from the runner's thread, in order. Everything that makes a load exactly-once lives
+in the sink's transaction: the runner carries each batch's position to it, and resumes from the
+position the sink says it committed.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
+from mendflow import _engine
+from mendflow._arrow import last_per_key
 from mendflow._coerce import split
 from mendflow.batch import Batch, Load
 from mendflow.clock import Clock
@@ -41,6 +44,15 @@ from mendflow.typing import Hook, Source
 
 if TYPE_CHECKING:
     from mendflow.state.store import StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch as read, and what goes on to the sink: rows to load and dead letters."""
+
+    batch: Batch
+    rows: pa.Table
+    dead_letters: pa.Table
 
 
 @dataclass(slots=True)
@@ -99,13 +111,9 @@ def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> R
         )
     )
     tally = _Tally()
-    con = duckdb.connect()
-    try:
-        for batch in _ahead(_source_for(pipeline).read(position)):
-            _load(pipeline, ctx, con, batch, tally)
-            position = batch.position
-    finally:
-        con.close()
+    for prepared in _ahead(_prepare(pipeline, _source_for(pipeline).read(position))):
+        _load(pipeline, ctx, prepared, tally)
+        position = prepared.batch.position
     sink.finish(pipeline.name, mode=mode)
     duration = round(clock.monotonic() - started, 6)
     ctx.hooks.emit(
@@ -123,22 +131,31 @@ def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> R
     )
 
 
-def _load(
-    pipeline: Pipeline,
-    ctx: RunContext,
-    con: duckdb.DuckDBPyConnection,
-    batch: Batch,
-    tally: _Tally,
-) -> None:
-    """Coerce, transform and write one batch, emitting an event at each step."""
+def _prepare(pipeline: Pipeline, batches: Iterator[Batch]) -> Iterator[_Prepared]:
+    """Cast, transform and (for merge) keep one row per key, a whole batch at a time."""
+    merge = pipeline.write_mode == "merge"
+    keys = tuple(pipeline.primary_key) if merge else ()
+    types = pipeline.types
+    con = _engine.cursor()
+    try:
+        for batch in batches:
+            good, dead = split(con, batch.data, types=types, not_null=keys)
+            good = _transform(pipeline, good)
+            if merge and good.num_rows:
+                good = last_per_key(good, keys)
+            yield _Prepared(batch, good, dead)
+    finally:
+        con.close()
+
+
+def _load(pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tally) -> None:
+    """Write one prepared batch, emitting an event at each step."""
     ids = {"run_id": ctx.run_id, "pipeline": pipeline.name}
+    batch, good, dead = prepared.batch, prepared.rows, prepared.dead_letters
     rows = batch.data.num_rows
     ctx.hooks.emit(
         BatchRead(**ids, at=ctx.now(), batch_id=batch.id, rows=rows, source=batch.source)
     )
-    not_null = pipeline.primary_key if pipeline.write_mode == "merge" else ()
-    good, dead = split(con, batch.data, types=pipeline.types, not_null=not_null)
-    good = _transform(pipeline, good)
     ctx.hooks.emit(
         BatchTransformed(
             **ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows, dead_letters=dead.num_rows
@@ -201,21 +218,21 @@ def _source_for(pipeline: Pipeline) -> Source:
 _DONE = object()
 
 
-def _ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Iterate ``batches`` in a thread one item ahead; errors surface in the caller's thread."""
+def _ahead(items: Iterator[_Prepared]) -> Iterator[_Prepared]:
+    """Iterate ``items`` in a thread one item ahead; errors surface in the caller's thread."""
     slot: queue.Queue[object] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for item in batches:
+            for item in items:
                 if not _offer(slot, item, stop):
                     return
             _offer(slot, _DONE, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
             _offer(slot, exc, stop)
         finally:
-            close = getattr(batches, "close", None)
+            close = getattr(items, "close", None)
             if callable(close):
                 close()
 
@@ -227,7 +244,7 @@ def _ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
         while (item := slot.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, Batch)
+            assert isinstance(item, _Prepared)
             yield item
     finally:
         stop.set()

@@ -35,7 +35,7 @@ from mendflow.exceptions import ConfigError
 from mendflow.pipeline import Pipeline
 from mendflow.resilience.retry import Retry
 from mendflow.sinks.duckdb import DuckDBSink
-from mendflow.sources.files import FileSource
+from mendflow.sources.files import ROW_GROUP, FileSource
 from mendflow.sources.http import HttpSource, Pagination
 from mendflow.transforms import SqlTransform
 from mendflow.typing import Transform
@@ -43,7 +43,7 @@ from mendflow.typing import Transform
 _TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
         "state"}
 _SOURCES = {
-    "files": {"type", "path", "format", "batch_size"},
+    "files": {"type", "path", "format", "batch_size", "min_age_s"},
     "http": {"type", "url", "records_path", "pagination", "incremental", "params", "headers",
              "timeout_s", "retry"},
 }
@@ -105,7 +105,8 @@ def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
         return FileSource(
             _path(spec.get("path"), base, f"{where}.path"),
             format=spec.get("format"),
-            batch_size=_positive(spec.get("batch_size", 100_000), f"{where}.batch_size"),
+            batch_size=_positive(spec.get("batch_size", ROW_GROUP), f"{where}.batch_size"),
+            min_age_s=float(spec.get("min_age_s", 0.0)),
         )
     incremental = _mapping(spec.get("incremental") or {}, f"{where}.incremental")
     _known(incremental, _INCREMENTAL, f"{where}.incremental")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from mendflow import _engine
 from mendflow.exceptions import ConfigError
 
 
@@ -25,7 +26,7 @@ class SqlTransform:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if self._con is None:
-            self._con = duckdb.connect()
+            self._con = _engine.cursor()
         self._con.register("batch", table)
         try:
             result: pa.Table = self._con.sql(self.sql).to_arrow_table()

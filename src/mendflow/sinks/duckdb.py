@@ -6,9 +6,10 @@ Three tables beside the data keep the load exactly-once:
 - ``_mendflow_batches``: the identity of every committed batch, so one read again is skipped;
 - ``_mendflow_dead_letters``: rows set aside, with the reason and the original record.
 
-Write modes: ``append`` inserts; ``merge`` replaces rows with the same primary key (the last row
-of a batch wins); ``replace`` loads the run into a staging table and swaps it in when the run has
-read everything, so readers never see a half-replaced table and a crash resumes the staging.
+Write modes: ``append`` inserts; ``merge`` replaces rows with the same primary key (the runner
+hands it batches with one row per key: the last one read); ``replace`` loads the run into a
+staging table and swaps it in when the run has read everything, so readers never see a
+half-replaced table and a crash resumes the staging.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mendflow._sql import ident
 from mendflow.batch import Load, Position
@@ -85,13 +85,25 @@ ERRORS: tuple[tuple[type[duckdb.Error], type[MendflowError]], ...] = (
 
 
 class DuckDBSink:
-    """Load into ``table`` of the DuckDB file at ``path`` (created if missing)."""
+    """Load into ``table`` of the DuckDB file at ``path`` (created if missing).
 
-    def __init__(self, path: str | os.PathLike[str], *, table: str, name: str = "") -> None:
+    ``memory_limit`` caps DuckDB's buffer pool for this file (DuckDB syntax, e.g. ``1GB``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str,
+        memory_limit: str = "256MB",
+        name: str = "",
+    ) -> None:
         self.path = os.fspath(path)
         self.table = table
+        self.memory_limit = memory_limit
         self.name = name or f"duckdb:{self.path}"
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._columns: dict[str, frozenset[str]] = {}  # tables' columns as this sink made them
 
     # -- the Sink interface -------------------------------------------------------------------
 
@@ -114,11 +126,14 @@ class DuckDBSink:
                 con.rollback()
                 return False
             target = self._staging if load.mode == "replace" else self.table
+            columns = None
             if load.data.num_columns:
-                self._write_rows(con, target, load.data, load.mode, load.primary_key)
+                columns = self._write_rows(con, target, load.data, load.mode, load.primary_key)
             self._write_bookkeeping(con, load)
             on_staged()
             con.commit()
+            if columns is not None:
+                self._columns[target] = columns  # known only once the CREATE is committed
         except duckdb.Error as exc:
             _rollback(con)
             raise translate(exc, f"loading batch {load.batch_id} into {self.table}") from exc
@@ -147,12 +162,14 @@ class DuckDBSink:
             )
             con.execute("DELETE FROM _mendflow_batches WHERE pipeline = ?", [pipeline])
             con.commit()
+            self._columns.clear()
         except duckdb.Error as exc:
             _rollback(con)
             raise translate(exc, f"publishing the replacement of {self.table}") from exc
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the file)."""
+        self._columns.clear()
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -166,7 +183,7 @@ class DuckDBSink:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             try:
-                self._con = duckdb.connect(self.path)
+                self._con = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
                 for statement in _META:
                     self._con.execute(statement)
             except duckdb.Error as exc:
@@ -217,35 +234,43 @@ class DuckDBSink:
         data: pa.Table,
         mode: str,
         keys: Sequence[str],
-    ) -> None:
-        if mode == "merge":
-            data = _last_per_key(data, keys)
+    ) -> frozenset[str]:
         con.register(_BATCH, data)
         try:
-            if not self._exists(con, target):
-                con.execute(f"CREATE TABLE {ident(target)} AS SELECT * FROM {_BATCH} LIMIT 0")
-            else:
-                self._check_columns(con, target, data)
-            if mode == "merge":
-                match = " AND ".join(f"t.{ident(k)} = b.{ident(k)}" for k in keys)
-                con.execute(f"DELETE FROM {ident(target)} AS t USING {_BATCH} AS b WHERE {match}")
+            columns = self._check_columns(con, target, data)
+            if mode == "merge":  # the batch is the join's small side: its key range prunes the scan
+                key = ", ".join(ident(k) for k in keys)
+                con.execute(
+                    f"DELETE FROM {ident(target)} WHERE ({key}) IN (SELECT {key} FROM {_BATCH})"
+                )
             con.execute(f"INSERT INTO {ident(target)} BY NAME SELECT * FROM {_BATCH}")
         finally:
             con.unregister(_BATCH)
+        return columns
 
-    def _check_columns(self, con: duckdb.DuckDBPyConnection, target: str, data: pa.Table) -> None:
-        rows = con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-            "current_schema() AND table_name = ?",
-            [target],
-        ).fetchall()
-        extra = [c for c in data.column_names if c not in {r[0] for r in rows}]
+    def _check_columns(
+        self, con: duckdb.DuckDBPyConnection, target: str, data: pa.Table
+    ) -> frozenset[str]:
+        """Create ``target`` from the batch if missing; refuse columns the table lacks."""
+        known = self._columns.get(target)
+        if known is None:
+            rows = con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = ?",
+                [target],
+            ).fetchall()
+            if not rows:
+                con.execute(f"CREATE TABLE {ident(target)} AS SELECT * FROM {_BATCH} LIMIT 0")
+                rows = [(name,) for name in data.column_names]
+            known = frozenset(r[0] for r in rows)
+        extra = [c for c in data.column_names if c not in known]
         if extra:
             raise SchemaMismatch(
                 f"the batch has columns that {self.table} lacks: {', '.join(extra)}. Add them to "
                 "the table (ALTER TABLE ... ADD COLUMN) or drop them in a transform.",
                 dependency=self.name,
             )
+        return known
 
     def _write_bookkeeping(self, con: duckdb.DuckDBPyConnection, load: Load) -> None:
         dead = load.dead_letters
@@ -265,20 +290,6 @@ class DuckDBSink:
         )
         slot = STAGED if load.mode == "replace" else COMMITTED
         self._save_slot(con, load.pipeline, slot, load.position)
-
-
-def _last_per_key(data: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Keep the last row of each primary key, in batch order (only when a key repeats)."""
-    if len(keys) == 1:
-        unique = pc.count_distinct(data[keys[0]], mode="all").as_py()
-    else:
-        unique = data.select(list(keys)).group_by(list(keys)).aggregate([]).num_rows
-    if unique == data.num_rows:
-        return data
-    indexed = data.append_column("__mf_i", pa.array(range(data.num_rows), pa.int64()))
-    last = indexed.group_by(list(keys), use_threads=False).aggregate([("__mf_i", "max")])
-    rows = last["__mf_i_max"].combine_chunks()
-    return data.take(pc.take(rows, pc.sort_indices(rows)))
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,7 +1,10 @@
 """Files in a folder: JSON lines, CSV or Parquet, read incrementally.
 
 A file is known by its path under the pattern's folder and its fingerprint (size and modification
-time). A file already loaded is not read again; a new file, or one whose fingerprint changed, is.
+time). A file already loaded is not read again; a new file, or one whose fingerprint changed, is
+(in full: in append mode the rows of its earlier version stay, so rewrite files only with merge).
+A file modified less than ``min_age_s`` ago is left for a later run, so a file still being copied
+into the folder is not loaded half-written.
 Inside a file, the position is the number of rows committed, so a run that died half-way through
 a file resumes at the next row. DuckDB parses the files and streams Arrow batches.
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,12 +23,21 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from mendflow import _engine
 from mendflow._arrow import rechunk
 from mendflow._sql import ident
 from mendflow.batch import Batch, Position
-from mendflow.exceptions import ConfigError, SchemaMismatch, SourceUnavailable
+from mendflow.exceptions import (
+    ConfigError,
+    ResourceExhausted,
+    SchemaMismatch,
+    SourceUnavailable,
+)
 
 FORMATS = ("jsonl", "csv", "parquet")
+#: The default batch: one DuckDB row group, which DuckDB writes straight to the database file
+#: instead of through its write-ahead log (measured: 1M rows load ~10 % faster than at 100,000).
+ROW_GROUP = 122_880
 _SUFFIXES = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -59,10 +72,12 @@ class FileSource:
         *,
         format: str | None = None,
         columns: Mapping[str, str] | None = None,
-        batch_size: int = 100_000,
+        batch_size: int = ROW_GROUP,
+        min_age_s: float = 0.0,
         name: str = "",
     ) -> None:
         self.pattern = str(pattern)
+        self.min_age_s = min_age_s
         if format is not None and format not in FORMATS:
             raise ConfigError(f"unknown file format {format!r}; use one of: {', '.join(FORMATS)}.")
         self.format = format
@@ -73,7 +88,11 @@ class FileSource:
     def reading_as_text(self, columns: Iterable[str]) -> FileSource:
         """A copy that also reads ``columns`` as raw text (for the pipeline's declared types)."""
         copy = FileSource(
-            self.pattern, format=self.format, batch_size=self.batch_size, name=self.name
+            self.pattern,
+            format=self.format,
+            batch_size=self.batch_size,
+            min_age_s=self.min_age_s,
+            name=self.name,
         )
         copy.raw_columns = self.raw_columns | frozenset(columns)
         return copy
@@ -82,7 +101,7 @@ class FileSource:
         """Yield the unread rows of every matching file, oldest name first."""
         seen: dict[str, Any] = dict(position.get("files", {}))
         base = _base_folder(self.pattern)
-        con = duckdb.connect()
+        con = _engine.cursor()
         try:
             for path in self._paths():
                 key = os.path.relpath(path, base)
@@ -116,7 +135,12 @@ class FileSource:
                 f"folder not found: {folder} (from pattern {self.pattern}); create it or fix "
                 "the pattern."
             )
-        return sorted(p for p in glob.glob(self.pattern, recursive=True) if os.path.isfile(p))
+        settled = time.time() - self.min_age_s
+        return sorted(
+            p
+            for p in glob.glob(self.pattern, recursive=True)
+            if os.path.isfile(p) and (not self.min_age_s or os.path.getmtime(p) <= settled)
+        )
 
     def _chunks(
         self, con: duckdb.DuckDBPyConnection, path: str, start: int
@@ -133,6 +157,18 @@ class FileSource:
                 previous = table
         except duckdb.Error as exc:
             raise _translate(exc, path) from exc
+        except MemoryError as exc:
+            raise ResourceExhausted(
+                f"{path}: out of memory while parsing ({exc}); lower batch_size or raise "
+                f"${_engine.ENV}.",
+                dependency=path,
+            ) from exc
+        except OSError as exc:  # DuckDB errors that cross the Arrow stream arrive as OSError
+            raise SourceUnavailable(
+                f"{path}: reading failed: {exc}; check the file and the memory limit "
+                f"(${_engine.ENV}).",
+                dependency=path,
+            ) from exc
         if previous is None:
             previous = pa.table({})
         yield previous, offset, True
