@@ -118,8 +118,10 @@ def test_dead_letters_commit_with_the_batch(tmp_path: Path) -> None:
     )
     sink.write(_load("b1", [{"id": 1}], dead_letters=dead))
     sink.close()
-    rows = _rows(db, "_mendflow_dead_letters")
-    assert [(r[1], r[2], r[5]) for r in rows] == [("b1", 3, "v: x is not DOUBLE")]
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT batch_id, row_index, reason FROM _mendflow_dead_letters").fetchall()
+    con.close()
+    assert rows == [("b1", 3, "v: x is not DOUBLE")]
 
 
 def test_a_batch_with_an_unknown_column_is_refused_with_advice(tmp_path: Path) -> None:
