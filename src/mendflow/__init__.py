@@ -15,7 +15,9 @@ from mendflow.batch import Batch, Load, Position, WriteMode
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.events import Event, Hooks
 from mendflow.exceptions import (
+    BadData,
     ConfigError,
+    DependencyDown,
     DestinationError,
     DestinationUnavailable,
     Interrupted,
@@ -41,9 +43,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "BadData",
     "Batch",
     "Clock",
     "ConfigError",
+    "DependencyDown",
     "DestinationError",
     "DestinationUnavailable",
     "DuckDBSink",

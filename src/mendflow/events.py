@@ -108,6 +108,16 @@ class Recovered(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerChanged(Event):
+    """A dependency's circuit breaker moved from ``previous`` to ``state`` (closed/open/half_open)."""
+
+    dependency: str
+    previous: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     """The run read everything there was and committed it."""
 
@@ -138,6 +148,7 @@ _KINDS: dict[type[Event], str] = {
     BatchSkipped: "batch.skipped",
     RetryScheduled: "retry.scheduled",
     Recovered: "retry.recovered",
+    BreakerChanged: "breaker.changed",
     RunFinished: "run.finished",
     RunFailed: "run.failed",
 }

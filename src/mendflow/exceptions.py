@@ -12,10 +12,12 @@ the original, so the cause stays on the traceback and diagnosis never matches me
     │   ├── SourceUnavailable          a source cannot be reached right now
     │   ├── RateLimited                429, or 503 with Retry-After: wait as told, then retry
     │   ├── DestinationUnavailable     the destination is locked, down or unreachable right now
+    │   ├── DependencyDown             its circuit breaker is open: calls fail fast until it probes
     │   └── ResourceExhausted          out of memory or a statement too large: shrink and retry
     ├── PermanentError                 not retryable: retrying gives the same answer
     │   ├── SourceRejected             a source answered 4xx
     │   ├── SchemaMismatch             data does not fit the declared or destination schema
+    │   ├── BadData                    a batch that cannot load as a whole: quarantine it
     │   ├── TransformError             a transform raised; the batch was not loaded
     │   └── DestinationError           the destination refused the write
     └── Interrupted                    the run was stopped on purpose (not retried)
@@ -75,6 +77,21 @@ class DestinationUnavailable(TransientError):
     """The destination cannot take the write right now (locked by another process, down)."""
 
 
+class DependencyDown(TransientError):
+    """The dependency's circuit breaker is open; ``retry_after_s`` is when it lets a probe through."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dependency: str = "",
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, dependency=dependency, status=status)
+        self.retry_after_s = retry_after_s
+
+
 class ResourceExhausted(TransientError):
     """Memory or a size limit ran out; a smaller batch may pass."""
 
@@ -89,6 +106,10 @@ class SourceRejected(PermanentError):
 
 class SchemaMismatch(PermanentError):
     """The data does not fit the schema it must be loaded into."""
+
+
+class BadData(PermanentError):
+    """Records that cannot be loaded as they are; they belong in quarantine, not in a retry."""
 
 
 class TransformError(PermanentError):

@@ -33,65 +33,9 @@ from mendflow.events import (
     RunStarted,
 )
 from mendflow.exceptions import ConfigError
+from mendflow.state.schema import attempts, batches, events, metadata, runs
 
 ENV = "MENDFLOW_STATE_URL"
-
-metadata = sa.MetaData()
-runs = sa.Table(
-    "mf_runs",
-    metadata,
-    sa.Column("run_id", sa.String(32), primary_key=True),
-    sa.Column("pipeline", sa.String(128), nullable=False, index=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("write_mode", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("rows_read", sa.BigInteger, default=0),
-    sa.Column("rows_loaded", sa.BigInteger, default=0),
-    sa.Column("dead_letters", sa.BigInteger, default=0),
-    sa.Column("batches", sa.Integer, default=0),
-    sa.Column("skipped", sa.Integer, default=0),
-    sa.Column("retries", sa.Integer, default=0),
-    sa.Column("error_type", sa.String(128)),
-    sa.Column("error", sa.Text),
-    sa.Column("position", sa.Text),
-)
-batches = sa.Table(
-    "mf_batches",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), nullable=False, index=True),
-    sa.Column("pipeline", sa.String(128), nullable=False),
-    sa.Column("batch_id", sa.Text, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("rows", sa.BigInteger, nullable=False),
-    sa.Column("dead_letters", sa.BigInteger, nullable=False, default=0),
-    sa.Column("at", sa.Float, nullable=False),
-)
-attempts = sa.Table(
-    "mf_attempts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), nullable=False, index=True),
-    sa.Column("pipeline", sa.String(128), nullable=False),
-    sa.Column("dependency", sa.Text, nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("delay_s", sa.Float, nullable=False),
-    sa.Column("error_type", sa.String(128), nullable=False),
-    sa.Column("error", sa.Text, nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-)
-events = sa.Table(
-    "mf_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), nullable=False, index=True),
-    sa.Column("pipeline", sa.String(128), nullable=False, index=True),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-)
-
 
 def default_state_url() -> str:
     """``$MENDFLOW_STATE_URL``, else a SQLite file ``.mendflow/state.db`` in this folder."""
