@@ -109,7 +109,7 @@ class Recovered(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerChanged(Event):
-    """A dependency's circuit breaker moved from ``previous`` to ``state`` (closed/open/half_open)."""
+    """A circuit breaker moved from ``previous`` to ``state`` (closed, open or half_open)."""
 
     dependency: str
     previous: str

@@ -78,7 +78,7 @@ class DestinationUnavailable(TransientError):
 
 
 class DependencyDown(TransientError):
-    """The dependency's circuit breaker is open; ``retry_after_s`` is when it lets a probe through."""
+    """The circuit breaker is open; ``retry_after_s`` is when it lets a probe through."""
 
     def __init__(
         self,
