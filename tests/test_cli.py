@@ -77,6 +77,7 @@ def test_a_refused_connection_fails_the_run_with_exit_1_and_commits_nothing(tmp_
         source={"type": "http", "url": f"http://127.0.0.1:{port}/orders",
                 "retry": {"attempts": 2, "base_s": 0.01}, "timeout_s": 1},
         destination={"type": "duckdb", "path": "w.duckdb", "table": "orders"},
+        healing={"max_actions": 2, "base_s": 0.01},
     )
     done = _mendflow("run", str(pipeline), cwd=tmp_path)
     assert done.returncode == 1
@@ -88,8 +89,14 @@ def test_a_refused_connection_fails_the_run_with_exit_1_and_commits_nothing(tmp_
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert "orders" not in tables
     runs = json.loads(_mendflow("runs", "--json", cwd=tmp_path).stdout)
-    assert runs[0]["status"] == "failed"
+    assert [r["status"] for r in runs] == ["failed"] * 3  # the run and two restarts
     assert runs[0]["error_type"] == "SourceUnavailable"
+    assert "ESCALATED mendflow api: transient" in done.stderr
+    [incident] = json.loads(_mendflow("incidents", "--json", cwd=tmp_path).stdout)
+    assert [a["action"] for a in incident["actions"]] == [
+        "restart_from_checkpoint", "restart_from_checkpoint", "escalate"]
+    shown = _mendflow("incidents", "show", incident["incident_id"][:8], cwd=tmp_path)
+    assert "escalate: paged" in shown.stdout
 
 
 def test_demo_twice_leaves_the_same_rows(tmp_path: Path) -> None:

@@ -20,6 +20,9 @@ import click
 from mendflow import config
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
 from mendflow.exceptions import MendflowError
+from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
+from mendflow.remediation.ledger import Ledger
+from mendflow.remediation.supervisor import run_healing
 from mendflow.state.store import StateStore, default_state_url
 
 _STATE_HELP = "State store URL (default: $MENDFLOW_STATE_URL or sqlite:///.mendflow/state.db)."
@@ -67,8 +70,14 @@ def run(pipeline_file: str, state_url: str | None, as_json: bool) -> None:
     spec = config.load(pipeline_file)
     store = StateStore(state_url or spec.state or default_state_url())
     progress = _Progress(enabled=not as_json and sys.stderr.isatty())
+    notifiers: list[Notifier] = [LogNotifier()]
+    webhook = spec.webhook or os.environ.get("MENDFLOW_WEBHOOK_URL")
+    if webhook:
+        notifiers.append(WebhookNotifier(webhook))
     try:
-        result = spec.pipeline.run(hooks=[progress], state=store)
+        result = run_healing(
+            spec.pipeline, store=store, healing=spec.healing, notifiers=notifiers, hooks=[progress]
+        )
     finally:
         store.close()
     if as_json:
@@ -131,6 +140,63 @@ def runs(pipeline: str | None, limit: int, state_url: str | None, as_json: bool)
             for r in rows
         ],
     )
+
+
+@main.group(invoke_without_command=True)
+@click.option("--pipeline", default=None, help="Only this pipeline's incidents.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--state", "state_url", default=None, help=_STATE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def incidents(
+    ctx: click.Context, pipeline: str | None, limit: int, state_url: str | None, as_json: bool
+) -> None:
+    """The healing ledger: incidents, newest first (`incidents show ID` for one)."""
+    ctx.obj = {"state_url": state_url, "as_json": as_json}
+    if ctx.invoked_subcommand is not None:
+        return
+    store = StateStore(state_url or default_state_url())
+    try:
+        rows = Ledger(store).incidents(pipeline=pipeline, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    _table(
+        ["incident", "pipeline", "class", "status", "escalated", "actions", "dependency"],
+        [
+            [r["incident_id"][:8], r["pipeline"], r["failure_class"], r["status"],
+             "yes" if r["escalated"] else "no", " > ".join(a["action"] for a in r["actions"]),
+             r["dependency"][:40]]
+            for r in rows
+        ],
+    )
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def incidents_show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
+    """One incident with its evidence and every action tried."""
+    store = StateStore(ctx.obj["state_url"] or default_state_url())
+    try:
+        found = Ledger(store).incident(incident_id)
+    finally:
+        store.close()
+    if found is None:
+        raise click.UsageError(
+            f"no single incident matches {incident_id!r}; list them with `mendflow incidents`."
+        )
+    if as_json or ctx.obj["as_json"]:
+        click.echo(json.dumps(found, default=str))
+        return
+    click.echo(f"incident {found['incident_id']} ({found['pipeline']}): {found['failure_class']}, "
+               f"{found['status']}, escalated: {'yes' if found['escalated'] else 'no'}")
+    click.echo(f"  evidence: {json.dumps(found['evidence'], sort_keys=True)}")
+    for action in found["actions"]:
+        click.echo(f"  - {action['action']}: {action['outcome']} ({action['detail'][:100]})")
 
 
 @main.command()

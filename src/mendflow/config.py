@@ -15,6 +15,7 @@
       - sql: SELECT *, amount * qty AS total FROM batch
       - python: mypackage.cleaning:drop_test_orders
     state: sqlite:///.mendflow/state.db
+    healing: {max_actions: 6, base_s: 1, cap_s: 60, webhook: https://hooks.example/...}
 
 Every key is checked: an unknown one is an error that names it and suggests the nearest known one.
 """
@@ -33,6 +34,7 @@ import yaml
 
 from mendflow.exceptions import ConfigError
 from mendflow.pipeline import Pipeline
+from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
 from mendflow.resilience.retry import Retry
 from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.sources.files import ROW_GROUP, FileSource
@@ -41,7 +43,8 @@ from mendflow.transforms import SqlTransform
 from mendflow.typing import Transform
 
 _TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
-        "state"}
+        "state", "healing"}
+_HEALING = {"max_actions", "base_s", "cap_s", "webhook"}
 _SOURCES = {
     "files": {"type", "path", "format", "batch_size", "min_age_s"},
     "http": {"type", "url", "records_path", "pagination", "incremental", "params", "headers",
@@ -61,6 +64,8 @@ class PipelineFile:
     pipeline: Pipeline
     state: str | None
     path: Path
+    healing: Healing = DEFAULT_HEALING
+    webhook: str | None = None
 
 
 def load(path: str | os.PathLike[str]) -> PipelineFile:
@@ -79,7 +84,10 @@ def load(path: str | os.PathLike[str]) -> PipelineFile:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{file} is not valid YAML{at}: {problem}. Fix the syntax.") from None
-    return PipelineFile(build(spec, base=file.parent, origin=str(file)), _state(spec), file)
+    healing, webhook = _healing(spec, str(file))
+    return PipelineFile(
+        build(spec, base=file.parent, origin=str(file)), _state(spec), file, healing, webhook
+    )
 
 
 def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
@@ -239,6 +247,20 @@ def _columns(value: Any, where: str) -> dict[str, str]:
 def _path(value: Any, base: Path, where: str) -> str:
     text = _string(value, where)
     return text if os.path.isabs(text) else str(base / text)
+
+
+def _healing(spec: Any, origin: str) -> tuple[Healing, str | None]:
+    where = f"{origin}: healing"
+    entry = _mapping(spec.get("healing") or {}, where) if isinstance(spec, dict) else {}
+    _known(entry, _HEALING, where)
+    max_actions = entry.get("max_actions", 6)
+    if not isinstance(max_actions, int) or isinstance(max_actions, bool) or max_actions < 0:
+        raise ConfigError(f"{where}.max_actions must be a whole number >= 0, not {max_actions!r}.")
+    backoff = Retry(base_s=float(entry.get("base_s", 1.0)), cap_s=float(entry.get("cap_s", 60.0)))
+    webhook = entry.get("webhook")
+    if webhook is not None:
+        webhook = _string(webhook, f"{where}.webhook")
+    return Healing(max_actions=max_actions, backoff=backoff), webhook
 
 
 def _state(spec: Any) -> str | None:

@@ -1,0 +1,140 @@
+"""The healing ledger: every incident, what was tried, how it ended.
+
+An incident opens at the first failure of a pipeline and stays open across runs until a run of
+that pipeline succeeds (healed) or healing gives up (escalated, and then healed if a later run
+succeeds). Each healing action is a row with its outcome, so ``mendflow incidents`` can tell the
+whole story and the KPIs can be computed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from mendflow.remediation.diagnosis import Diagnosis
+from mendflow.state.schema import incident_actions, incidents
+from mendflow.state.store import StateStore
+
+OPEN, HEALED, ESCALATED = "open", "healed", "escalated"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An incident as the ledger holds it."""
+
+    incident_id: str
+    pipeline: str
+    failure_class: str
+    status: str
+    escalated: bool
+
+
+class Ledger:
+    """Incidents and their actions, in the state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def current(self, pipeline: str) -> Incident | None:
+        """The pipeline's incident that has not healed yet, if any."""
+        query = (
+            sa.select(incidents)
+            .where(incidents.c.pipeline == pipeline, incidents.c.status != HEALED)
+            .order_by(incidents.c.detected_at.desc())
+            .limit(1)
+        )
+        with self.store.engine.connect() as con:
+            row = con.execute(query).first()
+        return None if row is None else _incident(row._mapping)
+
+    def open(self, *, pipeline: str, run_id: str, diagnosis: Diagnosis, at: float) -> Incident:
+        """Record a new incident for ``pipeline``."""
+        incident_id = uuid.uuid4().hex
+        with self.store.engine.begin() as con:
+            con.execute(
+                incidents.insert().values(
+                    incident_id=incident_id, pipeline=pipeline, run_id=run_id,
+                    dependency=diagnosis.dependency, failure_class=str(diagnosis.failure_class),
+                    status=OPEN, detected_at=at, escalated=False,
+                    evidence=json.dumps(diagnosis.evidence(), sort_keys=True),
+                )
+            )
+        return Incident(incident_id, pipeline, str(diagnosis.failure_class), OPEN, False)
+
+    def act(self, incident_id: str, *, action: str, outcome: str, detail: str, at: float) -> None:
+        """Record one healing action and how it went."""
+        with self.store.engine.begin() as con:
+            con.execute(
+                incident_actions.insert().values(
+                    incident_id=incident_id, action=action, outcome=outcome, detail=detail, at=at
+                )
+            )
+
+    def actions_taken(self, incident_id: str) -> int:
+        """How many actions the incident has had."""
+        query = sa.select(sa.func.count()).where(incident_actions.c.incident_id == incident_id)
+        with self.store.engine.connect() as con:
+            return int(con.execute(query).scalar_one())
+
+    def escalate(self, incident_id: str) -> bool:
+        """Mark escalated; True only the first time (so a human is paged once per incident)."""
+        with self.store.engine.begin() as con:
+            done = con.execute(
+                incidents.update()
+                .where(incidents.c.incident_id == incident_id, incidents.c.escalated.is_(False))
+                .values(escalated=True, status=ESCALATED)
+            )
+        return bool(done.rowcount)
+
+    def heal(self, incident_id: str, *, at: float) -> None:
+        """Close the incident: the pipeline ran through."""
+        with self.store.engine.begin() as con:
+            con.execute(
+                incidents.update()
+                .where(incidents.c.incident_id == incident_id)
+                .values(status=HEALED, recovered_at=at)
+            )
+
+    def incidents(self, *, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Incidents, newest first, each with its actions."""
+        query = sa.select(incidents).order_by(incidents.c.detected_at.desc()).limit(limit)
+        if pipeline is not None:
+            query = query.where(incidents.c.pipeline == pipeline)
+        with self.store.engine.connect() as con:
+            rows = [dict(r._mapping) for r in con.execute(query)]
+            for row in rows:
+                row["evidence"] = json.loads(row["evidence"])
+                row["actions"] = self._actions(con, row["incident_id"])
+        return rows
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident with its actions, by id (or a unique prefix of it)."""
+        query = sa.select(incidents).where(incidents.c.incident_id.startswith(incident_id))
+        with self.store.engine.connect() as con:
+            rows = con.execute(query.limit(2)).all()
+            if len(rows) != 1:
+                return None
+            row = dict(rows[0]._mapping)
+            row["evidence"] = json.loads(row["evidence"])
+            row["actions"] = self._actions(con, row["incident_id"])
+        return row
+
+    def _actions(self, con: sa.Connection, incident_id: str) -> list[dict[str, Any]]:
+        query = (
+            sa.select(incident_actions.c.action, incident_actions.c.outcome,
+                      incident_actions.c.detail, incident_actions.c.at)
+            .where(incident_actions.c.incident_id == incident_id)
+            .order_by(incident_actions.c.id)
+        )
+        return [dict(r._mapping) for r in con.execute(query)]
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        row["incident_id"], row["pipeline"], row["failure_class"], row["status"],
+        bool(row["escalated"]),
+    )
