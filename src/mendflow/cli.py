@@ -21,6 +21,7 @@ from mendflow import config
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
 from mendflow.exceptions import MendflowError
 from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
+from mendflow.remediation.kpi import service_levels
 from mendflow.remediation.ledger import Ledger
 from mendflow.remediation.supervisor import run_healing
 from mendflow.state.store import StateStore, default_state_url
@@ -197,6 +198,43 @@ def incidents_show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
     click.echo(f"  evidence: {json.dumps(found['evidence'], sort_keys=True)}")
     for action in found["actions"]:
         click.echo(f"  - {action['action']}: {action['outcome']} ({action['detail'][:100]})")
+
+
+@main.command()
+@click.option("--pipeline", default=None, help="Only this pipeline.")
+@click.option("--freshness-s", default=3600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Data older than this many seconds counts as unavailable.")
+@click.option("--state", "state_url", default=None, help=_STATE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def slo(pipeline: str | None, freshness_s: float, state_url: str | None, as_json: bool) -> None:
+    """Per pipeline: availability, MTTR, MTBF, auto-heal rate, retries (from the ledger)."""
+    store = StateStore(state_url or default_state_url())
+    try:
+        levels = service_levels(store, now=time.time(), freshness_s=freshness_s)
+    finally:
+        store.close()
+    levels = [lv for lv in levels if pipeline is None or lv.pipeline == pipeline]
+    if as_json:
+        click.echo(json.dumps([lv.as_dict() for lv in levels]))
+        return
+    _table(
+        ["pipeline", "availability", "incidents", "MTTR", "MTBF", "auto-heal", "retries",
+         "retry success"],
+        [
+            [lv.pipeline, _pct(lv.availability), f"{lv.incidents} ({lv.open_incidents} open)",
+             _secs(lv.mttr_s), _secs(lv.mtbf_s), _pct(lv.auto_heal_rate), str(lv.retries),
+             _pct(lv.retry_success_rate)]
+            for lv in levels
+        ],
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}s"
 
 
 @main.command()

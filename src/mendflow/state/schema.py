@@ -29,6 +29,7 @@ runs = sa.Table(
     sa.Column("retries", sa.Integer, default=0),
     sa.Column("error_type", sa.String(128)),
     sa.Column("error", sa.Text),
+    sa.Column("retryable", sa.Boolean),
     sa.Column("position", sa.Text),
 )
 batches = sa.Table(

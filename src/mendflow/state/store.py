@@ -182,7 +182,7 @@ def _project(con: sa.Connection, event: Event) -> None:
             con.execute(
                 runs.update().where(this_run).values(
                     status="failed", finished_at=event.at, error=event.error,
-                    error_type=event.error_type,
+                    error_type=event.error_type, retryable=event.retryable,
                 )
             )
         case _:
