@@ -32,9 +32,17 @@ from mendflow.exceptions import (
     TransientError,
 )
 from mendflow.pipeline import Pipeline, RunResult
-from mendflow.resilience import Retry, retrying
+from mendflow.resilience import BreakerPolicy, BreakerState, CircuitBreaker, Retry, retrying
 from mendflow.sinks import DuckDBSink
-from mendflow.sources import FileSource, HttpSource, Pagination
+from mendflow.sources import (
+    FallbackSource,
+    FileSource,
+    HttpSource,
+    Pagination,
+    SnapshotSource,
+    SnapshotStore,
+    provenance,
+)
 from mendflow.state import StateStore
 from mendflow.transforms import SqlTransform
 from mendflow.typing import Hook, Sink, Source, Transform
@@ -45,6 +53,9 @@ __all__ = [
     "SYSTEM_CLOCK",
     "BadData",
     "Batch",
+    "BreakerPolicy",
+    "BreakerState",
+    "CircuitBreaker",
     "Clock",
     "ConfigError",
     "DependencyDown",
@@ -52,6 +63,7 @@ __all__ = [
     "DestinationUnavailable",
     "DuckDBSink",
     "Event",
+    "FallbackSource",
     "FileSource",
     "Hook",
     "Hooks",
@@ -69,6 +81,8 @@ __all__ = [
     "RunResult",
     "SchemaMismatch",
     "Sink",
+    "SnapshotSource",
+    "SnapshotStore",
     "Source",
     "SourceRejected",
     "SourceUnavailable",
@@ -78,5 +92,6 @@ __all__ = [
     "TransformError",
     "TransientError",
     "WriteMode",
+    "provenance",
     "retrying",
 ]

@@ -1,5 +1,22 @@
 """Resilience primitives that wrap a request or a batch, never a row."""
 
+from mendflow.resilience.breaker import (
+    BreakerPolicy,
+    BreakerRecord,
+    BreakerState,
+    BreakerStore,
+    CircuitBreaker,
+    MemoryBreakerStore,
+)
 from mendflow.resilience.retry import Retry, retrying
 
-__all__ = ["Retry", "retrying"]
+__all__ = [
+    "BreakerPolicy",
+    "BreakerRecord",
+    "BreakerState",
+    "BreakerStore",
+    "CircuitBreaker",
+    "MemoryBreakerStore",
+    "Retry",
+    "retrying",
+]

@@ -1,6 +1,24 @@
-"""Built-in sources: files on disk and HTTP JSON APIs."""
+"""Built-in sources: files on disk, HTTP JSON APIs, and fallback tiers over them."""
 
+from mendflow.sources.fallback import (
+    PROVENANCE_KEY,
+    FallbackSource,
+    Snapshot,
+    SnapshotSource,
+    SnapshotStore,
+    provenance,
+)
 from mendflow.sources.files import FileSource
 from mendflow.sources.http import HttpSource, Pagination
 
-__all__ = ["FileSource", "HttpSource", "Pagination"]
+__all__ = [
+    "PROVENANCE_KEY",
+    "FallbackSource",
+    "FileSource",
+    "HttpSource",
+    "Pagination",
+    "Snapshot",
+    "SnapshotSource",
+    "SnapshotStore",
+    "provenance",
+]
