@@ -8,7 +8,8 @@ from mendflow.resilience.breaker import (
     CircuitBreaker,
     MemoryBreakerStore,
 )
-from mendflow.resilience.retry import Retry, retrying
+from mendflow.resilience.budget import RetryBudget
+from mendflow.resilience.retry import Retry, retrying, retrying_async
 
 __all__ = [
     "BreakerPolicy",
@@ -18,5 +19,7 @@ __all__ = [
     "CircuitBreaker",
     "MemoryBreakerStore",
     "Retry",
+    "RetryBudget",
     "retrying",
+    "retrying_async",
 ]
