@@ -113,7 +113,8 @@ def tenacity_retry(call: Callable[[], int] = work) -> Callable[[], int]:
         retry=tenacity.retry_if_exception_type(TransientError),
         reraise=True,
     )
-    return decorate(call)
+    guarded: Callable[[], int] = decorate(call)
+    return guarded
 
 
 def calls_of(guarded: Callable[[], object]) -> Loop:
