@@ -7,12 +7,13 @@ MENDFLOW_DEBUG=1 to see one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -96,11 +97,8 @@ def run(pipeline_file: str, state_url: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(state_url: str | None, as_json: bool) -> None:
     """Per pipeline: the last run, rows loaded and the committed checkpoint."""
-    store = StateStore(state_url or default_state_url())
-    try:
+    with _store(state_url) as store:
         rows = store.status()
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -124,11 +122,8 @@ def status(state_url: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs(pipeline: str | None, limit: int, state_url: str | None, as_json: bool) -> None:
     """The run history, newest first."""
-    store = StateStore(state_url or default_state_url())
-    try:
+    with _store(state_url) as store:
         rows = store.runs(pipeline=pipeline, limit=limit)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -156,11 +151,8 @@ def incidents(
     ctx.obj = {"state_url": state_url, "as_json": as_json}
     if ctx.invoked_subcommand is not None:
         return
-    store = StateStore(state_url or default_state_url())
-    try:
+    with _store(state_url) as store:
         rows = Ledger(store).incidents(pipeline=pipeline, limit=limit)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -181,11 +173,8 @@ def incidents(
 @click.pass_context
 def incidents_show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
     """One incident with its evidence and every action tried."""
-    store = StateStore(ctx.obj["state_url"] or default_state_url())
-    try:
+    with _store(ctx.obj["state_url"]) as store:
         found = Ledger(store).incident(incident_id)
-    finally:
-        store.close()
     if found is None:
         raise click.UsageError(
             f"no single incident matches {incident_id!r}; list them with `mendflow incidents`."
@@ -208,11 +197,8 @@ def incidents_show(ctx: click.Context, incident_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def slo(pipeline: str | None, freshness_s: float, state_url: str | None, as_json: bool) -> None:
     """Per pipeline: availability, MTTR, MTBF, auto-heal rate, retries (from the ledger)."""
-    store = StateStore(state_url or default_state_url())
-    try:
+    with _store(state_url) as store:
         levels = service_levels(store, now=time.time(), freshness_s=freshness_s)
-    finally:
-        store.close()
     levels = [lv for lv in levels if pipeline is None or lv.pipeline == pipeline]
     if as_json:
         click.echo(json.dumps([lv.as_dict() for lv in levels]))
@@ -249,6 +235,16 @@ def demo(workdir: str, as_json: bool) -> None:
     click.echo(json.dumps(summary, default=str) if as_json else render(summary))
     if summary["failed"]:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _store(url: str | None) -> Iterator[StateStore]:
+    """The state store named by ``url`` (or the default), closed after use."""
+    store = StateStore(url or default_state_url())
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -49,9 +49,24 @@ class ConfigError(MendflowError):
 
 
 class TransientError(MendflowError):
-    """A failure that may pass by itself; retrying with backoff is the right move."""
+    """A failure that may pass by itself; retrying with backoff is the right move.
+
+    ``retry_after_s`` is how long the dependency asked us to wait (Retry-After, an open breaker),
+    when it said; retrying waits that long instead of backing off.
+    """
 
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dependency: str = "",
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, dependency=dependency, status=status)
+        self.retry_after_s = retry_after_s
 
 
 class SourceUnavailable(TransientError):
@@ -61,17 +76,6 @@ class SourceUnavailable(TransientError):
 class RateLimited(TransientError):
     """The dependency asked us to slow down; ``retry_after_s`` is how long it asked us to wait."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        dependency: str = "",
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message, dependency=dependency, status=status)
-        self.retry_after_s = retry_after_s
-
 
 class DestinationUnavailable(TransientError):
     """The destination cannot take the write right now (locked by another process, down)."""
@@ -79,17 +83,6 @@ class DestinationUnavailable(TransientError):
 
 class DependencyDown(TransientError):
     """The circuit breaker is open; ``retry_after_s`` is when it lets a probe through."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        dependency: str = "",
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message, dependency=dependency, status=status)
-        self.retry_after_s = retry_after_s
 
 
 class ResourceExhausted(TransientError):
