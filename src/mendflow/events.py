@@ -118,6 +118,31 @@ class BreakerChanged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TierSwitched(Event):
+    """A fallback source moved from tier ``previous`` to tier ``tier``.
+
+    ``dependency`` is the tier that failed (or, on the way back, the primary that recovered);
+    ``error_type`` names the error that made it switch ("" when returning to the primary).
+    """
+
+    dependency: str
+    previous: str
+    tier: str
+    reason: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchQuarantined(Event):
+    """A batch that could not load was set aside whole in the dead-letter store."""
+
+    batch_id: str
+    rows: int
+    reason: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     """The run read everything there was and committed it."""
 
@@ -149,6 +174,8 @@ _KINDS: dict[type[Event], str] = {
     RetryScheduled: "retry.scheduled",
     Recovered: "retry.recovered",
     BreakerChanged: "breaker.changed",
+    TierSwitched: "tier.switched",
+    BatchQuarantined: "batch.quarantined",
     RunFinished: "run.finished",
     RunFailed: "run.failed",
 }
