@@ -146,7 +146,11 @@ def test_an_outage_longer_than_the_call_retries_heals_by_restarting(
     assert (incident["status"], incident["escalated"]) == ("healed", False)
     assert incident["failure_class"] == "transient"
     assert incident["evidence"]["status"] == 503
-    assert [a["action"] for a in incident["actions"]] == ["restart_from_checkpoint", "verify"]
+    steps = [(a["action"], a["outcome"]) for a in incident["actions"]]
+    assert steps == [  # 2 attempts per request: the retry, then the restart, then the retry
+        ("retry", "tried"), ("restart_from_checkpoint", "tried"), ("retry", "tried"),
+        ("retry", "succeeded"), ("verify", "succeeded"),
+    ]
     assert incident["recovered_at"] >= incident["detected_at"]
     assert receiver.bodies == []
     assert len(clock.sleeps) == 1
@@ -201,10 +205,12 @@ def test_healing_that_never_works_stops_at_the_budget_and_pages_once(
                     healing=Healing(max_actions=3), notifiers=[WebhookNotifier(receiver.url)],
                     clock=FakeClock())
     [incident] = Ledger(store).incidents()
-    assert [a["action"] for a in incident["actions"]] == [
+    actions = [a["action"] for a in incident["actions"]]
+    assert [a for a in actions if a != "retry"] == [
         "restart_from_checkpoint", "restart_from_checkpoint", "restart_from_checkpoint",
         "escalate",
     ]
+    assert actions.count("retry") == 4  # one retry per run: 2 attempts per request
     assert len(receiver.bodies) == 1
     store.close()
 

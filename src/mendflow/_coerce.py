@@ -60,6 +60,20 @@ def split(
     return good, _dead_letters(result, mask, stage)
 
 
+def set_aside(con: duckdb.DuckDBPyConnection, table: pa.Table, *, reason: str) -> pa.Table:
+    """Every row of ``table`` as a dead letter with ``reason`` (a quarantined batch)."""
+    sql = (
+        "SELECT (row_number() OVER () - 1)::BIGINT AS row_index, 'quarantine' AS stage, "
+        "$reason AS reason, CAST(to_json(__mf_raw) AS VARCHAR) AS record FROM __mf_raw"
+    )
+    con.register("__mf_raw", table)
+    try:
+        result = con.sql(sql, params={"reason": reason}).to_arrow_table()
+    finally:
+        con.unregister("__mf_raw")
+    return result.cast(DEAD_LETTER_SCHEMA)
+
+
 def _dead_letters(result: pa.Table, mask: pa.ChunkedArray, stage: str) -> pa.Table:
     rows = result.filter(mask)
     index = pc.indices_nonzero(mask.combine_chunks())

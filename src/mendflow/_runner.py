@@ -13,19 +13,20 @@ import contextvars
 import queue
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 
 from mendflow import _engine
 from mendflow._arrow import last_per_key
-from mendflow._coerce import split
+from mendflow._coerce import set_aside, split
 from mendflow.batch import Batch, Load
 from mendflow.clock import Clock
 from mendflow.events import (
     BatchLoaded,
+    BatchQuarantined,
     BatchRead,
     BatchSkipped,
     BatchStaged,
@@ -40,10 +41,17 @@ from mendflow.events import (
 )
 from mendflow.exceptions import MendflowError, TransformError
 from mendflow.pipeline import Pipeline, RunResult
+from mendflow.remediation.ledger import Ledger
+from mendflow.remediation.recorder import IncidentRecorder
+from mendflow.resilience.registry import BreakerRegistry, breaker_for, use_breakers
+from mendflow.resilience.retry import retrying
 from mendflow.typing import Hook, Source
 
 if TYPE_CHECKING:
     from mendflow.state.store import StateStore
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,7 @@ class _Prepared:
     batch: Batch
     rows: pa.Table
     dead_letters: pa.Table
+    quarantined: BaseException | None = None
 
 
 @dataclass(slots=True)
@@ -70,17 +79,21 @@ def run(
     hooks: Iterable[Hook],
     state: StateStore | str | None,
     clock: Clock,
+    quarantine: Mapping[str, BaseException],
 ) -> RunResult:
     """Run ``pipeline`` once; see ``Pipeline.run``."""
     bus = Hooks(hooks)
     store = _open_store(state)
     if store is not None:
         bus.add(store.record)
+        bus.add(IncidentRecorder(Ledger(store)))
+    registry = store.breakers(clock) if store is not None else BreakerRegistry(clock=clock)
     context = RunContext(uuid.uuid4().hex, pipeline.name, bus, clock.now)
     token = bind_run(context)
     started = clock.monotonic()
     try:
-        return _run(pipeline, context, clock, started)
+        with use_breakers(registry):
+            return _run(pipeline, context, clock, started, quarantine)
     except BaseException as exc:
         bus.emit(
             RunFailed(
@@ -101,9 +114,16 @@ def run(
             store.close()
 
 
-def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> RunResult:
+def _run(
+    pipeline: Pipeline,
+    ctx: RunContext,
+    clock: Clock,
+    started: float,
+    quarantine: Mapping[str, BaseException],
+) -> RunResult:
     sink, mode = pipeline.destination, pipeline.write_mode
-    position = sink.position(pipeline.name, mode=mode)
+    guarded = _Guarded(pipeline, clock)
+    position = guarded(lambda: sink.position(pipeline.name, mode=mode))
     ctx.hooks.emit(
         RunStarted(
             run_id=ctx.run_id, pipeline=pipeline.name, at=clock.now(),
@@ -111,10 +131,11 @@ def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> R
         )
     )
     tally = _Tally()
-    for prepared in _ahead(_prepare(pipeline, _source_for(pipeline).read(position))):
-        _load(pipeline, ctx, prepared, tally)
+    batches = _source_for(pipeline).read(position)
+    for prepared in _ahead(_prepare(pipeline, batches, quarantine)):
+        _load(pipeline, ctx, prepared, tally, guarded)
         position = prepared.batch.position
-    sink.finish(pipeline.name, mode=mode)
+    guarded(lambda: sink.finish(pipeline.name, mode=mode))
     duration = round(clock.monotonic() - started, 6)
     ctx.hooks.emit(
         RunFinished(
@@ -131,24 +152,39 @@ def _run(pipeline: Pipeline, ctx: RunContext, clock: Clock, started: float) -> R
     )
 
 
-def _prepare(pipeline: Pipeline, batches: Iterator[Batch]) -> Iterator[_Prepared]:
-    """Cast, transform and (for merge) keep one row per key, a whole batch at a time."""
+def _prepare(
+    pipeline: Pipeline, batches: Iterator[Batch], quarantine: Mapping[str, BaseException]
+) -> Iterator[_Prepared]:
+    """Cast, transform and (for merge) keep one row per key, a whole batch at a time; a batch
+    in ``quarantine`` goes whole to the dead letters instead."""
     merge = pipeline.write_mode == "merge"
     keys = tuple(pipeline.primary_key) if merge else ()
     types = pipeline.types
     con = _engine.cursor()
     try:
         for batch in batches:
-            good, dead = split(con, batch.data, types=types, not_null=keys)
-            good = _transform(pipeline, good)
-            if merge and good.num_rows:
-                good = last_per_key(good, keys)
+            error = quarantine.get(batch.id)
+            if error is not None:
+                reason = f"quarantined: {type(error).__name__}: {error}"
+                dead = set_aside(con, batch.data, reason=reason)
+                yield _Prepared(batch, pa.table({}), dead, error)
+                continue
+            try:
+                good, dead = split(con, batch.data, types=types, not_null=keys)
+                good = _transform(pipeline, good)
+                if merge and good.num_rows:
+                    good = last_per_key(good, keys)
+            except MendflowError as exc:
+                exc.batch_id, exc.stage = batch.id, "prepare"
+                raise
             yield _Prepared(batch, good, dead)
     finally:
         con.close()
 
 
-def _load(pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tally) -> None:
+def _load(
+    pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tally, guarded: _Guarded
+) -> None:
     """Write one prepared batch, emitting an event at each step."""
     ids = {"run_id": ctx.run_id, "pipeline": pipeline.name}
     batch, good, dead = prepared.batch, prepared.rows, prepared.dead_letters
@@ -171,7 +207,20 @@ def _load(pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tall
         ctx.hooks.emit(BatchStaged(**ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows))
 
     tally.rows_read += rows
-    if pipeline.destination.write(load, on_staged=staged):
+    try:
+        written = guarded(lambda: pipeline.destination.write(load, on_staged=staged))
+    except MendflowError as exc:
+        exc.batch_id, exc.stage = batch.id, "write"
+        raise
+    if written and prepared.quarantined is not None:
+        error = prepared.quarantined
+        ctx.hooks.emit(
+            BatchQuarantined(
+                **ids, at=ctx.now(), batch_id=batch.id, rows=rows,
+                reason=str(error), error_type=type(error).__name__,
+            )
+        )
+    if written:
         tally.batches += 1
         tally.rows_loaded += good.num_rows
         tally.dead_letters += dead.num_rows
@@ -184,6 +233,31 @@ def _load(pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tall
     else:
         tally.skipped += 1
         ctx.hooks.emit(BatchSkipped(**ids, at=ctx.now(), batch_id=batch.id, rows=rows))
+
+
+class _Guarded:
+    """Calls to the destination, behind its circuit breaker and retried: while the destination
+    is down the run holds its batch (in memory, uncommitted) and probes it again, up to the
+    pipeline's ``destination_retry`` deadline; then the last error is raised."""
+
+    def __init__(self, pipeline: Pipeline, clock: Clock) -> None:
+        sink = pipeline.destination
+        self.name: str = getattr(sink, "name", "") or type(sink).__name__
+        self.policy = pipeline.destination_retry
+        self.clock = clock
+        policy = pipeline.destination_breaker
+        self.breaker = None if policy is None else breaker_for(self.name, policy)
+
+    def __call__(self, call: Callable[[], _T]) -> _T:
+        result: _T | None = None
+        for attempt in retrying(self.policy, dependency=self.name, clock=self.clock):
+            with attempt:
+                if self.breaker is None:
+                    result = call()
+                else:
+                    with self.breaker.guard():
+                        result = call()
+        return result  # type: ignore[return-value]  # set by the attempt that succeeded
 
 
 def _transform(pipeline: Pipeline, table: pa.Table) -> pa.Table:

@@ -15,18 +15,20 @@
       - sql: SELECT *, amount * qty AS total FROM batch
       - python: mypackage.cleaning:drop_test_orders
     state: sqlite:///.mendflow/state.db
-    healing: {max_actions: 6, base_s: 1, cap_s: 60, webhook: https://hooks.example/...}
+    # source and destination may set `breaker: {min_calls: 5, open_s: 10}` (or false for none)
+    healing: {max_actions: 6, window_s: 3600, cooldown_s: 1, base_s: 1, cap_s: 60,
+              webhook: https://hooks.example/...}
 
 Every key is checked: an unknown one is an error that names it and suggests the nearest known one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ import yaml
 from mendflow.exceptions import ConfigError
 from mendflow.pipeline import Pipeline
 from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
+from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
 from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.sources.files import ROW_GROUP, FileSource
@@ -44,20 +47,21 @@ from mendflow.typing import Transform
 
 _TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
         "state", "healing"}
-_HEALING = {"max_actions", "base_s", "cap_s", "webhook"}
+_HEALING = {"max_actions", "window_s", "cooldown_s", "base_s", "cap_s", "webhook"}
 _SOURCES = {
     "files": {"type", "path", "format", "batch_size", "min_age_s"},
     "http": {"type", "url", "records_path", "pagination", "incremental", "params", "headers",
-             "timeout_s", "retry"},
+             "timeout_s", "retry", "breaker"},
 }
-_DESTINATIONS = {"duckdb": {"type", "path", "table"}}
+_DESTINATIONS = {"duckdb": {"type", "path", "table", "breaker"}}
 _PAGINATION = {"kind", "page_param", "start_page", "size_param", "page_size", "offset_param",
                "limit_param", "limit", "cursor_param", "cursor_path", "next_path"}
 _INCREMENTAL = {"field", "param", "initial"}
 _RETRY = {"attempts", "base_s", "cap_s", "deadline_s"}
+_BREAKER = {f.name for f in dataclasses.fields(BreakerPolicy)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PipelineFile:
     """A pipeline loaded from YAML, with the state store URL it names (if any)."""
 
@@ -100,6 +104,9 @@ def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
         name=name,
         source=_source(top["source"], base, f"{origin}: source"),
         destination=_destination(top["destination"], base, f"{origin}: destination"),
+        destination_breaker=_breaker(
+            _mapping(top["destination"], f"{origin}: destination"), f"{origin}: destination"
+        ),
         transforms=_transforms(top.get("transforms") or [], f"{origin}: transforms"),
         write_mode=top.get("write_mode", "append"),
         primary_key=_key(top.get("primary_key"), f"{origin}: primary_key"),
@@ -133,6 +140,7 @@ def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
         headers=spec.get("headers"),
         timeout_s=float(spec.get("timeout_s", 10.0)),
         retry=Retry(**retry),
+        breaker=_breaker(spec, where),
     )
 
 
@@ -256,11 +264,37 @@ def _healing(spec: Any, origin: str) -> tuple[Healing, str | None]:
     max_actions = entry.get("max_actions", 6)
     if not isinstance(max_actions, int) or isinstance(max_actions, bool) or max_actions < 0:
         raise ConfigError(f"{where}.max_actions must be a whole number >= 0, not {max_actions!r}.")
-    backoff = Retry(base_s=float(entry.get("base_s", 1.0)), cap_s=float(entry.get("cap_s", 60.0)))
+    seconds = {}
+    for key, default in (("base_s", 1.0), ("cap_s", 60.0), ("window_s", 3600.0),
+                         ("cooldown_s", 1.0)):
+        value = entry.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}.{key} must be a number of seconds, not {_kind(value)}.")
+        seconds[key] = float(value)
+    backoff = Retry(base_s=seconds["base_s"], cap_s=seconds["cap_s"])
     webhook = entry.get("webhook")
     if webhook is not None:
         webhook = _string(webhook, f"{where}.webhook")
-    return Healing(max_actions=max_actions, backoff=backoff), webhook
+    healing = Healing(
+        max_actions=max_actions, window_s=seconds["window_s"],
+        cooldown_s=seconds["cooldown_s"], backoff=backoff,
+    )
+    return healing, webhook
+
+
+def _breaker(spec: Mapping[str, Any], where: str) -> BreakerPolicy | None:
+    """``breaker: false`` for none; a mapping of ``BreakerPolicy`` fields; the default if absent."""
+    entry = spec.get("breaker", True)
+    if entry is False:
+        return None
+    if entry is True or entry is None:
+        return BreakerPolicy()
+    fields = _mapping(entry, f"{where}.breaker")
+    _known(fields, _BREAKER, f"{where}.breaker")
+    for key, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}.breaker.{key} must be a number, not {_kind(value)}.")
+    return BreakerPolicy(**fields)
 
 
 def _state(spec: Any) -> str | None:

@@ -97,6 +97,7 @@ class RetryScheduled(Event):
     delay_s: float
     error: str
     error_type: str
+    status: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

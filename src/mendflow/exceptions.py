@@ -40,6 +40,10 @@ class MendflowError(Exception):
         super().__init__(message)
         self.dependency = dependency
         self.status = status
+        #: The batch being prepared or written when the error was raised ("" outside a batch),
+        #: and at which stage ("prepare" or "write"); the runner fills these in.
+        self.batch_id = ""
+        self.stage = ""
 
 
 class ConfigError(MendflowError):

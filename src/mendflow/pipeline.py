@@ -22,10 +22,15 @@ from mendflow._sql import sql_type
 from mendflow.batch import WRITE_MODES, Position, WriteMode
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.exceptions import ConfigError
+from mendflow.resilience.breaker import BreakerPolicy
+from mendflow.resilience.retry import Retry
 from mendflow.typing import Hook, Sink, Source, Transform
 
 if TYPE_CHECKING:
     from mendflow.state.store import StateStore
+
+#: Holding a batch while the destination is down: retried with backoff for up to 10 minutes.
+DESTINATION_RETRY = Retry(attempts=1_000, base_s=0.5, cap_s=30.0, deadline_s=600.0)
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
@@ -45,6 +50,10 @@ class Pipeline:
     write_mode: WriteMode = "append"
     primary_key: Sequence[str] = ()
     columns: Mapping[str, str] = field(default_factory=dict)
+    #: The destination's circuit breaker (None: no breaker), and how long a batch is held and
+    #: its write retried while the destination is down or its breaker is open.
+    destination_breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
+    destination_retry: Retry = DESTINATION_RETRY
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -80,11 +89,16 @@ class Pipeline:
         hooks: Iterable[Hook] = (),
         state: StateStore | str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        quarantine: Mapping[str, BaseException] | None = None,
     ) -> RunResult:
-        """Run once: read what is new, load it exactly once, and return what happened."""
+        """Run once: read what is new, load it exactly once, and return what happened.
+
+        ``quarantine`` maps batch ids to the error that made them fail: those batches go whole
+        to the dead-letter store instead of the table (healing sets this).
+        """
         from mendflow._runner import run
 
-        return run(self, hooks=hooks, state=state, clock=clock)
+        return run(self, hooks=hooks, state=state, clock=clock, quarantine=quarantine or {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

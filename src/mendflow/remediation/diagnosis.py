@@ -6,9 +6,11 @@ reaches diagnosis its class says what it is. Nothing here reads message text.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mendflow import exceptions
 from mendflow.exceptions import (
     BadData,
     ConfigError,
@@ -94,3 +96,11 @@ def diagnose(exc: BaseException) -> Diagnosis:
     dependency = exc.dependency if isinstance(exc, MendflowError) else ""
     status = exc.status if isinstance(exc, MendflowError) else None
     return Diagnosis(failure, dependency, type(exc).__name__, status, str(exc))
+
+
+def failure_class_of(error_type: str) -> FailureClass:
+    """The class of a mendflow error named by its class name (as events carry it)."""
+    kind = getattr(exceptions, error_type, None) or getattr(builtins, error_type, None)
+    if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+        return FailureClass.BUG
+    return next(failure for cls, failure in RULES if issubclass(kind, cls))

@@ -1,15 +1,19 @@
 """The healing ledger: every incident, what was tried, how it ended.
 
-An incident opens at the first failure of a pipeline and stays open across runs until a run of
-that pipeline succeeds (healed) or healing gives up (escalated, and then healed if a later run
-succeeds). Each healing action is a row with its outcome, so ``mendflow incidents`` can tell the
-whole story and the KPIs can be computed from it.
+An incident opens at the first failure seen on one of a pipeline's dependencies (a retried call,
+an opened breaker, a fallback tier taking over, a failed run) and stays open, across runs, until
+the failure is over: the call recovered, the breaker closed, the primary tier is back, or a run of
+the pipeline succeeded (healed). While a fallback tier serves, the incident is ``degraded``: the
+run succeeds but the data is not the primary's yet. When healing gives up it is escalated, and
+healed when a later run succeeds. Each healing action is a row with its outcome, so
+``mendflow incidents`` can tell the whole story and the KPIs can be computed from it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +23,7 @@ from mendflow.remediation.diagnosis import Diagnosis
 from mendflow.state.schema import incident_actions, incidents
 from mendflow.state.store import StateStore
 
-OPEN, HEALED, ESCALATED = "open", "healed", "escalated"
+OPEN, DEGRADED, HEALED, ESCALATED = "open", "degraded", "healed", "escalated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +43,22 @@ class Ledger:
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    def current(self, pipeline: str) -> Incident | None:
-        """The pipeline's incident that has not healed yet, if any."""
+    def current(self, pipeline: str, *, dependency: str | None = None) -> Incident | None:
+        """The pipeline's newest incident that has not healed (of ``dependency``, if given)."""
+        found = self.unhealed(pipeline, dependency=dependency)
+        return found[0] if found else None
+
+    def unhealed(self, pipeline: str, *, dependency: str | None = None) -> list[Incident]:
+        """The pipeline's incidents that have not healed, newest first."""
         query = (
             sa.select(incidents)
             .where(incidents.c.pipeline == pipeline, incidents.c.status != HEALED)
-            .order_by(incidents.c.detected_at.desc())
-            .limit(1)
+            .order_by(incidents.c.detected_at.desc(), incidents.c.incident_id)
         )
+        if dependency is not None:
+            query = query.where(incidents.c.dependency == dependency)
         with self.store.engine.connect() as con:
-            row = con.execute(query).first()
-        return None if row is None else _incident(row._mapping)
+            return [_incident(row._mapping) for row in con.execute(query)]
 
     def open(self, *, pipeline: str, run_id: str, diagnosis: Diagnosis, at: float) -> Incident:
         """Record a new incident for ``pipeline``."""
@@ -80,6 +89,32 @@ class Ledger:
         with self.store.engine.connect() as con:
             return int(con.execute(query).scalar_one())
 
+    def spent(
+        self, pipeline: str, *, since: float, excluding: Collection[str] = ()
+    ) -> tuple[int, float | None]:
+        """The pipeline's actions at or after ``since`` (not counting ``excluding`` actions), and
+        when the latest of them was taken."""
+        query = (
+            sa.select(sa.func.count(), sa.func.max(incident_actions.c.at))
+            .select_from(
+                incident_actions.join(
+                    incidents, incident_actions.c.incident_id == incidents.c.incident_id
+                )
+            )
+            .where(
+                incidents.c.pipeline == pipeline,
+                incident_actions.c.at >= since,
+                incident_actions.c.action.not_in(list(excluding)),
+            )
+        )
+        with self.store.engine.connect() as con:
+            count, latest = con.execute(query).one()
+        return int(count), latest
+
+    def degrade(self, incident_id: str) -> None:
+        """Mark an open incident degraded: a fallback serves while the dependency is down."""
+        self._set_status(incident_id, DEGRADED, where_status=OPEN)
+
     def escalate(self, incident_id: str) -> bool:
         """Mark escalated; True only the first time (so a human is paged once per incident)."""
         with self.store.engine.begin() as con:
@@ -91,12 +126,21 @@ class Ledger:
         return bool(done.rowcount)
 
     def heal(self, incident_id: str, *, at: float) -> None:
-        """Close the incident: the pipeline ran through."""
+        """Close the incident: the failure is over."""
         with self.store.engine.begin() as con:
             con.execute(
                 incidents.update()
-                .where(incidents.c.incident_id == incident_id)
+                .where(incidents.c.incident_id == incident_id, incidents.c.status != HEALED)
                 .values(status=HEALED, recovered_at=at)
+            )
+
+    def _set_status(self, incident_id: str, status: str, *, where_status: str) -> None:
+        with self.store.engine.begin() as con:
+            con.execute(
+                incidents.update()
+                .where(incidents.c.incident_id == incident_id,
+                       incidents.c.status == where_status)
+                .values(status=status)
             )
 
     def incidents(self, *, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Which healing action meets a diagnosed failure: an ordered tuple of plain rules.
 
-A rule looks at the situation (the diagnosis, how many actions the incident has had, the
-dependency's breaker state) and names an action, or passes (None) to the next rule. The first
+A rule looks at the situation (the diagnosis, how many actions the incident has had, the stage
+and batch that failed, the dependency's breaker state) and names an action, or passes (None) to
+the next rule. The first
 action named wins; a playbook that names none escalates. Override per pipeline by passing your
 own tuple, e.g. ``(my_rule, *DEFAULT_PLAYBOOK)``.
 """
@@ -18,10 +19,19 @@ from mendflow.remediation.diagnosis import Diagnosis, FailureClass
 class Action(StrEnum):
     """The healing actions."""
 
-    RESTART_FROM_CHECKPOINT = "restart_from_checkpoint"
+    RETRY = "retry"
     WAIT_FOR_DEPENDENCY = "wait_for_dependency"
+    SWITCH_TIER = "switch_tier"
     SHRINK_BATCH = "shrink_batch"
+    QUARANTINE = "quarantine"
+    ROLLBACK = "rollback"
+    RESTART_FROM_CHECKPOINT = "restart_from_checkpoint"
     ESCALATE = "escalate"
+
+
+#: Actions taken inside a run, by the call that failed or by the source (retries, breakers,
+#: fallback tiers); the ledger records them, and the supervisor's budget does not count them.
+IN_RUN: frozenset[str] = frozenset({Action.RETRY, Action.SWITCH_TIER, "probe"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,11 @@ class Situation:
     diagnosis: Diagnosis
     actions_taken: int
     batch_size: int | None = None
+    #: "prepare" or "write" when the failure came from one batch, with that batch's id.
+    stage: str = ""
+    batch_id: str = ""
+    #: The failing dependency's circuit breaker state ("closed", "open", "half_open"), if known.
+    breaker_state: str = ""
 
 
 Rule = Callable[[Situation], Action | None]
@@ -41,10 +56,16 @@ def final_failures_escalate(s: Situation) -> Action | None:
     return None if s.diagnosis.healable else Action.ESCALATE
 
 
-def bad_data_and_drift_escalate(s: Situation) -> Action | None:
-    """Data that cannot load as it is will not load on a rerun either."""
-    kinds = {FailureClass.BAD_DATA, FailureClass.SCHEMA_DRIFT}
-    return Action.ESCALATE if s.diagnosis.failure_class in kinds else None
+def quarantine_bad_batches(s: Situation) -> Action | None:
+    """A batch the destination refuses as bad data: set it aside whole, load the rest."""
+    if s.diagnosis.failure_class is not FailureClass.BAD_DATA:
+        return None
+    return Action.QUARANTINE if s.batch_id else Action.ESCALATE
+
+
+def drift_escalates(s: Situation) -> Action | None:
+    """Data that does not fit the schema will not fit on a rerun either."""
+    return Action.ESCALATE if s.diagnosis.failure_class is FailureClass.SCHEMA_DRIFT else None
 
 
 def shrink_when_exhausted(s: Situation) -> Action | None:
@@ -61,6 +82,12 @@ def wait_when_down(s: Situation) -> Action | None:
     return Action.WAIT_FOR_DEPENDENCY if s.diagnosis.failure_class in kinds else None
 
 
+def rollback_failed_writes(s: Situation) -> Action | None:
+    """A write that failed part-way: its transaction is rolled back, then the run restarts."""
+    transient = s.diagnosis.failure_class is FailureClass.TRANSIENT
+    return Action.ROLLBACK if transient and s.stage == "write" else None
+
+
 def restart_when_transient(s: Situation) -> Action | None:
     """A blip that outlasted the call's own retries: restart the run from its checkpoint."""
     return (
@@ -71,10 +98,12 @@ def restart_when_transient(s: Situation) -> Action | None:
 
 
 DEFAULT_PLAYBOOK: tuple[Rule, ...] = (
+    quarantine_bad_batches,
     final_failures_escalate,
-    bad_data_and_drift_escalate,
+    drift_escalates,
     shrink_when_exhausted,
     wait_when_down,
+    rollback_failed_writes,
     restart_when_transient,
 )
 

@@ -215,5 +215,6 @@ def _delay_or_raise(
         delay_s=round(delay, 6),
         error=str(error),
         error_type=type(error).__name__,
+        status=error.status,
     )
     return delay

@@ -25,6 +25,7 @@ import pyarrow as pa
 from mendflow._sql import ident
 from mendflow.batch import Load, Position
 from mendflow.exceptions import (
+    BadData,
     DestinationError,
     DestinationUnavailable,
     MendflowError,
@@ -60,10 +61,10 @@ ERRORS: tuple[tuple[type[duckdb.Error], type[MendflowError]], ...] = (
     (duckdb.ConversionException, SchemaMismatch),
     (duckdb.BinderException, SchemaMismatch),
     (duckdb.CatalogException, SchemaMismatch),
-    (duckdb.ConstraintException, SchemaMismatch),
+    (duckdb.ConstraintException, BadData),
     (duckdb.TypeMismatchException, SchemaMismatch),
     (duckdb.InvalidTypeException, SchemaMismatch),
-    (duckdb.OutOfRangeException, SchemaMismatch),
+    (duckdb.OutOfRangeException, BadData),
     (duckdb.DependencyException, SchemaMismatch),
     (duckdb.PermissionException, DestinationError),
     (duckdb.InvalidInputException, DestinationError),
@@ -73,8 +74,8 @@ ERRORS: tuple[tuple[type[duckdb.Error], type[MendflowError]], ...] = (
     (duckdb.SerializationException, DestinationError),
     (duckdb.NotImplementedException, DestinationError),
     (duckdb.InternalException, DestinationError),
-    (duckdb.IntegrityError, SchemaMismatch),
-    (duckdb.DataError, SchemaMismatch),
+    (duckdb.IntegrityError, BadData),
+    (duckdb.DataError, BadData),
     (duckdb.OperationalError, DestinationUnavailable),
     (duckdb.ProgrammingError, DestinationError),
     (duckdb.NotSupportedError, DestinationError),
@@ -136,7 +137,8 @@ class DuckDBSink:
                 self._columns[target] = columns  # known only once the CREATE is committed
         except duckdb.Error as exc:
             _rollback(con)
-            raise translate(exc, f"loading batch {load.batch_id} into {self.table}") from exc
+            doing = f"loading batch {load.batch_id} into {self.table}"
+            raise translate(exc, doing, dependency=self.name) from exc
         except BaseException:
             _rollback(con)
             raise
@@ -165,7 +167,8 @@ class DuckDBSink:
             self._columns.clear()
         except duckdb.Error as exc:
             _rollback(con)
-            raise translate(exc, f"publishing the replacement of {self.table}") from exc
+            doing = f"publishing the replacement of {self.table}"
+            raise translate(exc, doing, dependency=self.name) from exc
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the file)."""
@@ -188,14 +191,14 @@ class DuckDBSink:
                     self._con.execute(statement)
             except duckdb.Error as exc:
                 self._con = None
-                raise translate(exc, f"opening {self.path}") from exc
+                raise translate(exc, f"opening {self.path}", dependency=self.name) from exc
         return self._con
 
     def _run(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
         try:
             con.execute(sql)
         except duckdb.Error as exc:
-            raise translate(exc, f"preparing {self.table}") from exc
+            raise translate(exc, f"preparing {self.table}", dependency=self.name) from exc
 
     def _slot(self, con: duckdb.DuckDBPyConnection, pipeline: str, slot: str) -> Position | None:
         row = con.execute(
@@ -298,13 +301,15 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.rollback()
 
 
-def translate(exc: duckdb.Error, doing: str) -> MendflowError:
+def translate(exc: duckdb.Error, doing: str, *, dependency: str = "duckdb") -> MendflowError:
     """Translate a DuckDB error into mendflow's taxonomy, by its class."""
     kind = next(cls for driver, cls in ERRORS if isinstance(exc, driver))
     hint = {
         ResourceExhausted: "use a smaller batch_size or raise DuckDB's memory_limit",
         DestinationUnavailable: "check no other process holds the database file, then run again",
         SchemaMismatch: "make the batch fit the table (declare `columns:` types or transform it)",
+        BadData: "rows of this batch break a constraint of the table; fix them, or let healing "
+        "quarantine the batch to the dead letters",
         DestinationError: "check the database file and the destination settings",
     }[kind]
-    return kind(f"{doing}: {exc}. {hint}.", dependency="duckdb")
+    return kind(f"{doing}: {exc}. {hint}.", dependency=dependency)

@@ -24,8 +24,11 @@ the boundary record again); records without a value in the field are kept for th
 judge. The field must compare correctly as a JSON value: numbers, or ISO 8601 strings written in
 one format.
 
-Every request is retried with ``retry``; httpx errors and HTTP statuses become mendflow errors
-where they enter (``HTTPX_ERRORS`` and ``_status_error``), raised ``from`` the original.
+Every request is retried with ``retry`` and passes the endpoint's circuit breaker (``breaker``, a
+``BreakerPolicy``; None for none), keyed by the source's ``name``: after a burst of failures the
+requests fail fast with ``DependencyDown`` until the breaker lets a probe through. httpx errors and
+HTTP statuses become mendflow errors where they enter (``HTTPX_ERRORS`` and ``_status_error``),
+raised ``from`` the original.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from mendflow.exceptions import (
     SourceUnavailable,
     TransientError,
 )
+from mendflow.resilience.breaker import BreakerPolicy
+from mendflow.resilience.registry import breaker_for
 from mendflow.resilience.retry import Retry, retrying
 
 __all__ = ["HTTPX_ERRORS", "HTTPX_UNUSED", "HttpSource", "Pagination"]
@@ -230,6 +235,7 @@ class HttpSource:
         headers: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
         retry: Retry = Retry(),  # noqa: B008 - frozen, so one shared default is safe
+        breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen as well
         clock: Clock = SYSTEM_CLOCK,
         transport: httpx.BaseTransport | None = None,
         name: str = "",
@@ -247,6 +253,7 @@ class HttpSource:
         self.headers = dict(headers or {})
         self.timeout_s = timeout_s
         self.retry = retry
+        self.breaker = breaker
         self.clock = clock
         self.transport = transport
         self.name = name or f"http:{url}"
@@ -307,11 +314,17 @@ class HttpSource:
         return httpx.URL(self.url).copy_merge_params(params | self.pagination.params(window.token))
 
     def _fetch(self, client: httpx.Client, url: httpx.URL) -> _Reply:
-        """GET with retries; the answer of the attempt that succeeded."""
+        """GET with retries, behind the endpoint's circuit breaker (shared by every run that
+        uses the same state store); the answer of the attempt that succeeded."""
         reply: _Reply | None = None
+        breaker = None if self.breaker is None else breaker_for(self.name, self.breaker)
         for attempt in retrying(self.retry, dependency=self.name, clock=self.clock):
             with attempt:
-                reply = self._get(client, url)
+                if breaker is None:
+                    reply = self._get(client, url)
+                else:
+                    with breaker.guard():
+                        reply = self._get(client, url)
         assert reply is not None  # retrying() returns only after an attempt succeeded
         return reply
 

@@ -18,11 +18,12 @@ import json
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.events import (
     BatchLoaded,
     BatchSkipped,
@@ -34,6 +35,9 @@ from mendflow.events import (
 )
 from mendflow.exceptions import ConfigError
 from mendflow.state.schema import attempts, batches, events, metadata, runs
+
+if TYPE_CHECKING:
+    from mendflow.resilience.registry import BreakerRegistry
 
 ENV = "MENDFLOW_STATE_URL"
 
@@ -49,6 +53,18 @@ class StateStore:
         self.url = url or default_state_url()
         self.engine = _engine(self.url)
         metadata.create_all(self.engine)
+        self._breakers: BreakerRegistry | None = None
+
+    def breakers(self, clock: Clock = SYSTEM_CLOCK) -> BreakerRegistry:
+        """The circuit breakers whose state this store shares with every process that uses it
+        (made on first use, with that first ``clock``)."""
+        if self._breakers is None:
+            from mendflow.resilience.registry import BreakerRegistry
+            from mendflow.state.breakers import SqlBreakerStore
+
+            store = SqlBreakerStore(self.engine, clock=clock)
+            self._breakers = BreakerRegistry(store, clock=clock)
+        return self._breakers
 
     def close(self) -> None:
         """Release the connection pool."""
