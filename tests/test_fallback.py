@@ -1,7 +1,9 @@
-"""Fallback tiers: primary, secondary, snapshot; provenance on every batch; convergence after."""
+"""Fallback tiers: primary, secondary, snapshot; provenance on every batch; convergence after;
+each switch of tier an event of the run."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,14 @@ from mendflow import (
 )
 from mendflow.batch import Batch
 from mendflow.demo._api import OrdersApi
-from mendflow.events import BatchRead
+from mendflow.events import BatchRead, TierSwitched
 from mendflow.sources.fallback import (
     FallbackSource,
     SnapshotSource,
     SnapshotStore,
     provenance,
 )
-from mendflow.testing import FakeClock, MemorySource, capture_events
+from mendflow.testing import EventLog, FakeClock, MemorySource, capture_events
 from mendflow.typing import Source
 from tests.conftest import table_hash
 
@@ -77,6 +79,15 @@ def _rows(tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
 
 def _served_by(batches: Iterable[Batch]) -> set[str]:
     return {provenance(batch)["tier"] for batch in batches}
+
+
+def _switches(events: EventLog) -> list[tuple[str, str, str, str]]:
+    """(dependency, previous, tier, error_type) of each tier.switched event, in order."""
+    return [
+        (e.dependency, e.previous, e.tier, e.error_type)
+        for e in events
+        if isinstance(e, TierSwitched)
+    ]
 
 
 class _Down:
@@ -182,11 +193,6 @@ def test_merge_converges_to_the_primary_once_it_is_back(tmp_path: Path) -> None:
     assert table_hash(db, "orders") == table_hash(reference, "orders")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a secondary first used after the primary loaded for a while serves rows from before "
-    "fallback.since; the re-read from since does not revisit them",
-)
 def test_a_later_outage_still_converges_to_the_primary(tmp_path: Path) -> None:
     """After a second outage and recovery, the table equals a primary-only load."""
     db, reference = tmp_path / "fallback.duckdb", tmp_path / "primary-only.duckdb"
@@ -201,6 +207,120 @@ def test_a_later_outage_still_converges_to_the_primary(tmp_path: Path) -> None:
         _pipeline(source, db).run()  # the primary is back
         _pipeline(_http(primary, "primary"), reference).run()
     assert _table(db) == _table(reference)
+
+
+def test_a_fallback_episode_starts_a_secondary_at_the_primary_position() -> None:
+    """A secondary serves only what follows the primary's position, then resumes its own."""
+    pages = [[{"id": n}] for n in range(1, 5)]
+    healthy = list(FallbackSource(MemorySource(pages[:3], name="primary")).read({}))[-1].position
+    secondary = MemorySource(pages, name="secondary")
+    fallen = FallbackSource(_Down("primary"), secondary)
+    first = next(iter(fallen.read(healthy)))
+    secondary.pages.append([{"id": 5}])
+    rest = list(fallen.read(first.position))
+    assert first.data.to_pylist() == [{"id": 4}]
+    assert first.position["fallback"] == {"since": {"next": 3}, "tier": "secondary"}
+    assert [b.data.to_pylist() for b in rest] == [[{"id": 5}]]
+
+
+def test_shared_positions_false_reads_each_secondary_from_its_own_position() -> None:
+    """For a secondary whose positions mean something else, the primary's is never passed."""
+    pages = [[{"id": n}] for n in range(1, 5)]
+    healthy = list(FallbackSource(MemorySource(pages[:3], name="primary")).read({}))[-1].position
+    secondary = MemorySource(pages, name="secondary")
+    fallen = FallbackSource(_Down("primary"), secondary, shared_positions=False)
+    batches = list(fallen.read(healthy))
+    assert [b.data.to_pylist() for b in batches] == [[{"id": n}] for n in range(1, 5)]
+    assert batches[-1].position["tiers"]["secondary"] == {"next": 4}
+    assert fallen.reading_as_text(["id"]).shared_positions is False
+
+
+def test_a_snapshot_older_than_the_loaded_rows_is_not_served(tmp_path: Path) -> None:
+    """After a read of the primary failed midway, its last snapshot could undo loaded rows."""
+    store = SnapshotStore(tmp_path / "snapshots")
+    with OrdersApi(orders=120, faults={5: "503"}) as primary, OrdersApi(seed=7) as secondary:
+        source = FallbackSource(
+            _http(primary, "primary"), _http(secondary, "secondary"), snapshots=store
+        )
+        healthy = list(source.read({}))[-1].position  # requests 1-3; the snapshot is taken
+        primary.add_orders(120)
+        partial = source.read(healthy)
+        loaded = next(partial).position  # request 4: the first page of the new orders
+        with pytest.raises(SourceUnavailable):
+            next(partial)  # request 5 fails after a batch: no fallback, no new snapshot
+        primary.stop()
+        secondary.stop()
+        with pytest.raises(SourceUnavailable) as caught:
+            list(source.read(loaded))
+    assert store.latest("primary") is not None
+    assert "'snapshot:primary' failed too" in caught.value.__notes__[1]
+    assert "could put older rows back" in caught.value.__notes__[1]
+
+
+def test_a_snapshot_serves_where_the_primary_stands_or_before_anything_is_loaded(
+    tmp_path: Path,
+) -> None:
+    """A snapshot taken at the primary's position, or any when the primary never loaded, serves."""
+    store = SnapshotStore(tmp_path)
+    store.record("primary", Batch("b1", pa.table({"id": [1, 2]}), {}))
+    store.commit("primary", position={"next": 2})
+    source = FallbackSource(_Down("primary"), snapshots=store)
+    at_snapshot = list(source.read({"next": 2}))
+    from_scratch = list(source.read({}))
+    with pytest.raises(SourceUnavailable, match="primary is down") as caught:
+        list(source.read({"next": 3}))
+    assert _rows(b.data for b in at_snapshot) == _rows(b.data for b in from_scratch)
+    assert _rows(b.data for b in at_snapshot) == [{"id": 1}, {"id": 2}]
+    assert "not at {'next': 3}" in caught.value.__notes__[0]
+
+
+def test_switching_tiers_and_returning_to_the_primary_are_events(tmp_path: Path) -> None:
+    """Each run says which tier failed, with what, where it went, and when the primary is back."""
+    db = tmp_path / "fallback.duckdb"
+    with OrdersApi(orders=120, faults={1: "503"}) as primary, OrdersApi(
+        orders=120, seed=7
+    ) as secondary:
+        source = FallbackSource(_http(primary, "primary"), _http(secondary, "secondary"))
+        with capture_events() as outage:
+            _pipeline(source, db).run(hooks=[outage])
+        with capture_events() as back:
+            _pipeline(source, db).run(hooks=[back])
+        with capture_events() as healthy:
+            _pipeline(source, db).run(hooks=[healthy])
+    assert _switches(outage) == [("primary", "primary", "secondary", "SourceUnavailable")]
+    assert outage.kinds().index("tier.switched") < outage.kinds().index("batch.read")
+    assert _switches(back) == [("primary", "secondary", "primary", "")]
+    assert [e.reason for e in back if isinstance(e, TierSwitched)] == [
+        "primary healthy again; re-reading from where it failed"
+    ]
+    assert _switches(healthy) == []
+
+
+def test_every_tier_switched_to_is_an_event_down_to_the_snapshot(tmp_path: Path) -> None:
+    """With both live tiers down, two switches lead to the snapshot; with it gone, the run fails."""
+    db, store = tmp_path / "fallback.duckdb", SnapshotStore(tmp_path / "snapshots")
+    with OrdersApi(orders=120) as primary, OrdersApi(seed=7) as secondary:
+        source = FallbackSource(
+            _http(primary, "primary"), _http(secondary, "secondary"), snapshots=store
+        )
+        _pipeline(source, db).run()
+        primary.stop()
+        secondary.stop()
+        with capture_events() as outage:
+            _pipeline(source, db).run(hooks=[outage])
+    shutil.rmtree(tmp_path / "snapshots")
+    with capture_events() as failed, pytest.raises(SourceUnavailable):
+        _pipeline(source, db).run(hooks=[failed])
+    assert _switches(outage) == [
+        ("primary", "primary", "secondary", "SourceUnavailable"),
+        ("secondary", "secondary", "snapshot:primary", "SourceUnavailable"),
+    ]
+    assert [e.reason for e in outage if isinstance(e, TierSwitched)] == [
+        "'primary' failed before its first batch; 'secondary' serves instead",
+        "'secondary' failed before its first batch; 'snapshot:primary' serves instead",
+    ]
+    assert _switches(failed) == _switches(outage)
+    assert failed.kinds()[-1] == "run.failed"
 
 
 def test_a_permanent_error_on_the_primary_does_not_fall_back() -> None:

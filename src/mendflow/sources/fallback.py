@@ -10,7 +10,8 @@ A read tries the tiers in order. A tier that raises a ``TransientError`` (after 
 ``SourceUnavailable``, ``RateLimited``, ``DependencyDown``...) before it yielded a batch is
 skipped for the next one. A ``PermanentError`` is no reason to fall back: it propagates, and so
 does any error raised after a tier's first batch. When every tier fails, the primary's error is
-raised, with a note naming each other tier's error.
+raised, with a note naming each other tier's error. Each move to the next tier, and the return to
+the primary (with its first batch after a fallback), is a ``TierSwitched`` event of the run.
 
 Every batch tells who served it: ``provenance(batch)`` (also the ``b"mendflow.provenance"`` JSON
 of ``batch.data``'s schema metadata) is ``{"tier": name, "tier_index": i, "stale_s": s}``, where
@@ -20,49 +21,46 @@ of ``batch.data``'s schema metadata) is ``{"tier": name, "tier_index": i, "stale
     {"tiers": {<tier name>: <that tier's own position>},
      "fallback": None | {"since": <primary position when the primary failed>, "tier": <name>}}
 
-While a fallback serves, the primary's position stays where it failed (``fallback.since``). The
-first read that finds the primary healthy reads it again from ``fallback.since``, so with a merge
-on a primary key the rows a fallback served are overwritten with the primary's; ``fallback`` is
-cleared with that read's first batch. A position that is not of this shape (the checkpoint of a
-pipeline whose source was the primary alone) is taken as the primary's.
+A position that is not of this shape (the checkpoint of a pipeline whose source was the primary
+alone) is taken as the primary's.
 
-The re-read covers what the primary has after ``fallback.since``. A fallback whose own position is
-behind that point (first used long after the primary started, or lagging it) serves older rows
-too, and those keep the fallback's values until the primary sends them again.
+Convergence: when the primary is back, what a fallback served is read again from the primary, so
+with a merge on a primary key the destination converges to the primary's data. While a fallback
+serves, the primary's position stays where it failed (``fallback.since``); the first read that
+finds the primary healthy reads it again from there, and ``fallback`` is cleared with that read's
+first batch. That re-read covers everything served since because no tier serves rows from before
+``fallback.since``:
 
-With ``snapshots``, the primary's batches are recorded as they are read, and the snapshot is
-published when the primary's read completes: a snapshot is the last *complete* extract of the
-primary (for an incremental primary, the rows of its last read). Served as the last tier, it is
-read once per snapshot taken; a newer snapshot is read from its start.
+* A live fallback is taken for a replica of the primary, with positions of the same meaning: a
+  fallback episode starts it from the primary's position (``fallback.since``), never from its own
+  older one; it resumes its own only while it keeps serving that episode. Pass
+  ``shared_positions=False`` for fallbacks whose positions mean something else (another API,
+  another cursor): each then reads from its own position, and rows it serves from before
+  ``fallback.since`` keep its values until the primary sends them again.
+* The snapshot is the primary's last *complete* extract, recorded as the primary's batches are
+  read and published when that read completes, with the primary's position at its end (for an
+  incremental primary, the rows of its last read). It is served only when taken at
+  ``fallback.since`` (or when nothing of the primary is loaded yet): its rows then hold the
+  primary's values as loaded, and a row the primary changed after it is after ``fallback.since``,
+  so the re-read brings it. A snapshot taken elsewhere (a later read of the primary failed after
+  loading some batches) could put older values back, so that tier fails instead. Served as the last
+  tier, a snapshot is read once; a newer snapshot is read from its start.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import re
-import uuid
-import warnings
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mendflow.batch import Batch, Position
 from mendflow.clock import SYSTEM_CLOCK, Clock
-from mendflow.exceptions import (
-    ConfigError,
-    DestinationError,
-    DestinationUnavailable,
-    MendflowError,
-    SourceUnavailable,
-    TransientError,
-)
+from mendflow.events import TierSwitched, emit_in_run
+from mendflow.exceptions import ConfigError, MendflowError, TransientError
+from mendflow.sources.snapshot import Snapshot, SnapshotSource, SnapshotStore, SnapshotTaking
 from mendflow.typing import Source
 
 __all__ = [
@@ -76,7 +74,6 @@ __all__ = [
 
 #: The schema metadata key of ``batch.data`` that holds a batch's provenance as JSON.
 PROVENANCE_KEY: Final = b"mendflow.provenance"
-_MANIFEST: Final = "manifest.json"
 
 
 def provenance(batch: Batch | pa.Table) -> dict[str, Any]:
@@ -90,19 +87,26 @@ def provenance(batch: Batch | pa.Table) -> dict[str, Any]:
 
 
 class FallbackSource:
-    """Read the first tier that answers: the primary, each fallback, then the last snapshot."""
+    """Read the first tier that answers: the primary, each fallback, then the last snapshot.
+
+    ``shared_positions`` (default True) says the fallbacks are replicas whose positions mean what
+    the primary's do, so a fallback episode starts them from the primary's position; see the
+    module docstring.
+    """
 
     def __init__(
         self,
         primary: Source,
         *fallbacks: Source,
         snapshots: SnapshotStore | None = None,
+        shared_positions: bool = True,
         name: str = "",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.primary = primary
         self.fallbacks = fallbacks
         self.snapshots = snapshots
+        self.shared_positions = shared_positions
         self.clock = clock
         self.name = name or f"fallback:{primary.name}"
         last = () if snapshots is None else (SnapshotSource(snapshots, primary.name),)
@@ -119,12 +123,14 @@ class FallbackSource:
                 first = next(batches, None)
             except TransientError as exc:
                 failures.append(exc)
+                self._switched(index, exc)
                 continue
             except MendflowError as exc:
                 _note_failures(exc, failures, self.tiers)
                 raise
             try:
                 if first is not None:
+                    self._returned(index, state)
                     yield first
                     yield from batches
             finally:
@@ -145,6 +151,7 @@ class FallbackSource:
             as_text(self.primary),
             *(as_text(source) for source in self.fallbacks),
             snapshots=self.snapshots,
+            shared_positions=self.shared_positions,
             name=self.name,
             clock=self.clock,
         )
@@ -153,8 +160,8 @@ class FallbackSource:
         """The primary's batches, from ``fallback.since`` after a fallback; each is recorded in
         the snapshot being taken, which is published only if the read completes."""
         name = self.primary.name
-        start = state.since if state.fallback is not None else state.tiers.get(name, {})
-        taking = _Taking(self.snapshots, name)
+        start = state.since
+        taking = SnapshotTaking(self.snapshots, name)
         end, completed = start, False
         try:
             for inner in self.primary.read(start):
@@ -166,13 +173,26 @@ class FallbackSource:
             taking.finish(completed=completed, position=end, taken_at=self.clock.now())
 
     def _fallback(self, index: int, state: _State) -> Generator[Batch, None, None]:
-        """Tier ``index``'s batches from its own position; the primary's stays frozen."""
+        """Tier ``index``'s batches, none from before ``since``; the primary's position stays."""
         tier = self.tiers[index]
         fallback = {"since": state.since, "tier": tier.name}
         tiers = dict(state.tiers)
-        for inner in tier.read(tiers.get(tier.name, {})):
+        if isinstance(tier, SnapshotSource):
+            batches = tier.read(tiers.get(tier.name, {}), source_position=state.since)
+        else:
+            batches = tier.read(self._start(tier, state))
+        for inner in batches:
             tiers = {**tiers, tier.name: inner.position}
             yield self._batch(index, inner, tiers, fallback)
+
+    def _start(self, tier: Source, state: _State) -> Position:
+        """Where live fallback ``tier`` reads from: its own position while it serves this
+        episode, else the primary's (``since``), or its own when positions are not shared."""
+        own = state.tiers.get(tier.name)
+        serving = state.fallback is not None and state.fallback.get("tier") == tier.name
+        if own is not None and (serving or not self.shared_positions):
+            return own
+        return state.since if self.shared_positions else {}
 
     def _batch(
         self, index: int, inner: Batch, tiers: dict[str, Position], fallback: Position | None
@@ -190,6 +210,31 @@ class FallbackSource:
             position={"tiers": tiers, "fallback": fallback},
             source=tier.name,
         )
+
+    def _switched(self, index: int, error: TransientError) -> None:
+        """Tell the run that tier ``index`` failed with ``error`` and the next one reads."""
+        if index + 1 < len(self.tiers):
+            failed, next_tier = self.tiers[index].name, self.tiers[index + 1].name
+            emit_in_run(
+                TierSwitched,
+                dependency=failed,
+                previous=failed,
+                tier=next_tier,
+                reason=f"{failed!r} failed before its first batch; {next_tier!r} serves instead",
+                error_type=type(error).__name__,
+            )
+
+    def _returned(self, index: int, state: _State) -> None:
+        """Tell the run that the primary serves again after a fallback episode."""
+        if index == 0 and state.fallback is not None:
+            emit_in_run(
+                TierSwitched,
+                dependency=self.primary.name,
+                previous=str(state.fallback.get("tier", "")),
+                tier=self.primary.name,
+                reason="primary healthy again; re-reading from where it failed",
+                error_type="",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,263 +285,3 @@ def _note_failures(
     """Note on ``error`` what each earlier (or later) tier failed with."""
     for tier, failure in zip(tiers, failures, strict=False):
         error.add_note(f"tier {tier.name!r} failed too: {type(failure).__name__}: {failure}")
-
-
-class _Taking:
-    """The snapshot taken during one read of the primary. A store that fails costs only the
-    snapshot (with a warning), never the primary's batches."""
-
-    def __init__(self, store: SnapshotStore | None, source: str) -> None:
-        self.store = store
-        self.source = source
-
-    def record(self, batch: Batch) -> None:
-        if self.store is not None:
-            try:
-                self.store.record(self.source, batch)
-            except MendflowError as exc:
-                self._give_up(exc)
-
-    def finish(self, *, completed: bool, position: Position, taken_at: float) -> None:
-        if self.store is None:
-            return
-        if not completed:
-            self.store.discard(self.source)
-            return
-        try:
-            self.store.commit(self.source, position=position, taken_at=taken_at)
-        except MendflowError as exc:
-            self._give_up(exc)
-
-    def _give_up(self, error: MendflowError) -> None:
-        assert self.store is not None
-        warnings.warn(
-            f"no snapshot of {self.source!r} this time, the last one stays: {error}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        self.store.discard(self.source)
-        self.store = None
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A published snapshot of a source: when it was taken, its Parquet files with their row
-    counts, and the source's position after the extract."""
-
-    source: str
-    taken_at: float
-    parts: tuple[tuple[str, int], ...]
-    position: Position | None = None
-
-    @property
-    def rows(self) -> int:
-        return sum(rows for _, rows in self.parts)
-
-
-@dataclass(slots=True)
-class _Pending:
-    token: str
-    parts: list[tuple[str, int]] = field(default_factory=list)
-
-
-class SnapshotStore:
-    """The last good extract of each source, as Parquet files under ``folder``.
-
-    ``record`` appends a batch to the snapshot in progress; ``commit`` publishes it atomically:
-    the files are fsynced, then a small manifest naming them is written to a temporary file and
-    moved over ``manifest.json`` with ``os.replace``; files no longer named are deleted after.
-    Until then, readers see the previous snapshot, also after a crash. One writer per source name.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.folder = Path(folder)
-        self.clock = clock
-        self._pending: dict[str, _Pending] = {}
-
-    def record(self, source_name: str, batch: Batch) -> None:
-        """Add ``batch``'s rows to the snapshot of ``source_name`` in progress."""
-        if batch.data.num_rows == 0:
-            return
-        pending = self._pending.setdefault(source_name, _Pending(uuid.uuid4().hex[:12]))
-        folder = self._folder(source_name)
-        file = f"part-{pending.token}-{len(pending.parts):05d}.parquet"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with (folder / file).open("wb") as out:
-                pq.write_table(batch.data, out)
-                out.flush()
-                os.fsync(out.fileno())
-        except (OSError, pa.ArrowException) as exc:
-            raise _unwritable(folder, exc) from exc
-        pending.parts.append((file, batch.data.num_rows))
-
-    def commit(
-        self, source_name: str, *, position: Position | None = None, taken_at: float | None = None
-    ) -> Snapshot:
-        """Publish the snapshot in progress (empty if nothing was recorded) in place of the last."""
-        pending = self._pending.pop(source_name, None) or _Pending("")
-        when = self.clock.now() if taken_at is None else taken_at
-        snapshot = Snapshot(source_name, when, tuple(pending.parts), position)
-        folder = self._folder(source_name)
-        manifest = {
-            "source": source_name,
-            "taken_at": when,
-            "parts": [list(part) for part in snapshot.parts],
-            "position": position,
-        }
-        temporary = folder / f".manifest-{uuid.uuid4().hex[:12]}.tmp"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _fsync_folder(folder)  # the parts' directory entries, before the manifest names them
-            with temporary.open("w", encoding="utf-8") as out:
-                json.dump(manifest, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, folder / _MANIFEST)
-            _fsync_folder(folder)
-        except OSError as exc:
-            _remove(folder, [temporary.name, *(file for file, _ in pending.parts)])
-            raise _unwritable(folder, exc) from exc
-        _remove(folder, _unnamed(folder, snapshot))
-        return snapshot
-
-    def discard(self, source_name: str) -> None:
-        """Drop the snapshot in progress; the published one stays."""
-        pending = self._pending.pop(source_name, None)
-        if pending is not None:
-            _remove(self._folder(source_name), [file for file, _ in pending.parts])
-
-    def latest(self, source_name: str) -> Snapshot | None:
-        """The published snapshot of ``source_name``; None when there is none yet."""
-        path = self._folder(source_name) / _MANIFEST
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            parts = tuple((str(file), int(rows)) for file, rows in raw["parts"])
-            return Snapshot(source_name, float(raw["taken_at"]), parts, raw.get("position"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SourceUnavailable(
-                f"snapshot manifest {path} cannot be read ({exc}); delete its folder to start "
-                "over: the next complete read of the source takes a new snapshot.",
-                dependency=str(path),
-            ) from exc
-
-    def taken_at(self, source_name: str) -> float | None:
-        """When the published snapshot of ``source_name`` was taken; None when there is none."""
-        snapshot = self.latest(source_name)
-        return None if snapshot is None else snapshot.taken_at
-
-    def read(self, source_name: str) -> Iterator[pa.Table]:
-        """The rows of the published snapshot of ``source_name``, one table per part."""
-        snapshot = self.latest(source_name)
-        if snapshot is None:
-            raise SourceUnavailable(
-                f"no snapshot of {source_name!r} in {self.folder} yet; one is taken when a read "
-                "of the source completes, so run once with it healthy.",
-                dependency=source_name,
-            )
-        return self.tables(snapshot)
-
-    def tables(self, snapshot: Snapshot, *, skip: int = 0) -> Iterator[pa.Table]:
-        """The rows of ``snapshot`` after the first ``skip``; parts skipped whole are not read."""
-        folder = self._folder(snapshot.source)
-        for file, rows in snapshot.parts:
-            if skip >= rows:
-                skip -= rows
-                continue
-            try:
-                table = pq.read_table(folder / file)
-            except (OSError, pa.ArrowException) as exc:
-                raise SourceUnavailable(
-                    f"snapshot file {folder / file} cannot be read ({exc}); a newer snapshot "
-                    "may have replaced it during the read: run again.",
-                    dependency=str(folder),
-                ) from exc
-            yield table.slice(skip)
-            skip = 0
-
-    def _folder(self, source_name: str) -> Path:
-        return self.folder / _slug(source_name)
-
-
-class SnapshotSource:
-    """Serve the published snapshot of ``source_name`` from a ``SnapshotStore``.
-
-    Position: ``{"taken_at": <when the snapshot read was taken>, "offset": <rows served>}``; a
-    snapshot taken at another time is read from its start.
-    """
-
-    def __init__(self, store: SnapshotStore, source_name: str, *, name: str = "") -> None:
-        self.store = store
-        self.source_name = source_name
-        self.name = name or f"snapshot:{source_name}"
-
-    def read(self, position: Position) -> Iterator[Batch]:
-        """Yield one batch per part of the snapshot, from the row after ``offset``."""
-        snapshot = self.store.latest(self.source_name)
-        if snapshot is None:
-            raise SourceUnavailable(
-                f"{self.name}: no snapshot of {self.source_name!r} in {self.store.folder} yet; "
-                "one is taken when a read of that source completes, so run once with it healthy.",
-                dependency=self.name,
-            )
-        same = position.get("taken_at") == snapshot.taken_at
-        offset = int(position.get("offset", 0)) if same else 0
-        for table in self.store.tables(snapshot, skip=offset):
-            start, offset = offset, offset + table.num_rows
-            yield Batch(
-                id=f"{snapshot.taken_at!r}:{start}-{offset}",
-                data=table,
-                position={"taken_at": snapshot.taken_at, "offset": offset},
-                source=self.name,
-            )
-
-
-def _slug(name: str) -> str:
-    """A folder name for a source name: readable where it can be, unique by a hash."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:40]
-    digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:10]
-    return f"{readable}-{digest}" if readable else digest
-
-
-def _unnamed(folder: Path, snapshot: Snapshot) -> list[str]:
-    """Files of earlier or abandoned snapshots: parts the manifest does not name, temporaries."""
-    named = {file for file, _ in snapshot.parts}
-    parts = [path.name for path in folder.glob("part-*.parquet") if path.name not in named]
-    return parts + [path.name for path in folder.glob(".manifest-*.tmp")]
-
-
-def _remove(folder: Path, files: Iterable[str]) -> None:
-    """Delete ``files``; one that cannot be deleted now is deleted by a later commit."""
-    for file in files:
-        with contextlib.suppress(OSError):
-            (folder / file).unlink(missing_ok=True)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the folder's entries durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _unwritable(folder: Path, error: Exception) -> MendflowError:
-    """The error for a snapshot that cannot be written: transient for the OS, else permanent."""
-    if isinstance(error, OSError):
-        return DestinationUnavailable(
-            f"cannot write a snapshot in {folder} ({error}); check the disk has space and the "
-            "folder is writable.",
-            dependency=str(folder),
-        )
-    return DestinationError(
-        f"the rows cannot be stored as Parquet in {folder} ({error}); this source cannot be "
-        "snapshot as it is.",
-        dependency=str(folder),
-    )
