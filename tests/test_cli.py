@@ -100,16 +100,26 @@ def test_a_refused_connection_fails_the_run_with_exit_1_and_commits_nothing(tmp_
 
 
 def test_demo_twice_leaves_the_same_rows(tmp_path: Path) -> None:
-    """The demo heals its scripted faults; a second run adds nothing."""
+    """The demo heals its scripted faults, pages once for the 401; a second run adds nothing."""
     first = _mendflow("demo", "--workdir", "demo", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     one = json.loads(first.stdout)
-    assert one["tables"] == {"orders": 500, "store_sales": 299, "_mendflow_dead_letters": 1}
-    assert len(one["faults_injected"]) == 5
-    assert {w["error_type"] for w in one["went_wrong"]} == {"SourceUnavailable", "RateLimited"}
-    assert one["recovered"]
+    assert one["tables"] == {"orders": 540, "store_sales": 299, "_mendflow_dead_letters": 1}
+    assert [p["status"] for p in one["pipelines"]] == [
+        "succeeded", "succeeded", "succeeded", "escalated", "succeeded"]
+    assert [p["rows_loaded"] for p in one["pipelines"]] == [500, 100, 40, 0, 299]
+    assert {w["error_type"] for w in one["went_wrong"]} >= {"SourceUnavailable", "RateLimited"}
+    stories = [(i["dependency"], i["status"], [a["action"] for a in i["actions"]])
+               for i in one["incidents"]]
+    healed = [actions for _, status, actions in stories if status == "healed"]
+    assert all(actions.count("retry") for actions in healed)
+    assert any("circuit_breaker" in a and "wait_for_dependency" in a for a in healed)  # burst
+    assert any("switch_tier" in a for a in healed)  # the outage served from the snapshot
+    assert [(d, s) for d, s, _ in stories if s != "healed"] == [("customers-api", "escalated")]
+    assert [p["kind"] for p in one["pages"]] == ["escalated"]
     second = json.loads(_mendflow("demo", "--workdir", "demo", "--json", cwd=tmp_path).stdout)
     assert second["tables"] == one["tables"]
-    assert [p["rows_loaded"] for p in second["pipelines"]] == [0, 0]
+    assert [p["rows_loaded"] for p in second["pipelines"]] == [0, 0, 0, 0, 0]
+    assert second["pages"] == []  # the 401 incident was paged already
     text = _mendflow("demo", "--workdir", "demo", cwd=tmp_path).stdout
-    assert "what went wrong" in text
+    assert "incidents and how they healed" in text

@@ -29,12 +29,20 @@ from mendflow import (
     StateStore,
 )
 from mendflow.demo._api import OrdersApi
-from mendflow.exceptions import BadData, ConfigError, DependencyDown, TransformError
+from mendflow.events import BatchLoaded, BatchRead, BreakerChanged, RunStarted
+from mendflow.exceptions import (
+    BadData,
+    ConfigError,
+    DependencyDown,
+    TransformError,
+    TransientError,
+)
 from mendflow.remediation import Action, FailureClass, Ledger, Situation, decide, diagnose
 from mendflow.remediation.escalation import WebhookNotifier
 from mendflow.remediation.playbook import DEFAULT_PLAYBOOK
 from mendflow.remediation.supervisor import Healing, run_healing
-from mendflow.testing import FakeClock
+from mendflow.resilience.breaker import BreakerPolicy
+from mendflow.testing import EventLog, FakeClock
 
 
 @pytest.mark.parametrize(
@@ -64,6 +72,20 @@ def test_each_failure_class_meets_its_action(
     diagnosis = diagnose(error)
     assert diagnosis.failure_class is expected
     assert decide(DEFAULT_PLAYBOOK, Situation(diagnosis, 0, batch_size=100_000)) is action
+
+
+def test_a_batch_context_turns_bad_data_into_quarantine_and_failed_writes_into_rollback() -> None:
+    """With the failing batch known, bad data is quarantined and a failed write rolled back."""
+    bad = decide(DEFAULT_PLAYBOOK, Situation(diagnose(BadData("check")), 0, batch_id="b7",
+                                             stage="write"))
+    assert bad is Action.QUARANTINE
+    locked = diagnose(DestinationUnavailable("locked"))
+    assert decide(DEFAULT_PLAYBOOK, Situation(locked, 0, batch_id="b7", stage="write")) is (
+        Action.ROLLBACK
+    )
+    assert decide(DEFAULT_PLAYBOOK, Situation(locked, 0, stage="prepare")) is (
+        Action.RESTART_FROM_CHECKPOINT
+    )
 
 
 def test_a_custom_rule_goes_first() -> None:
@@ -239,4 +261,113 @@ def test_memory_exhaustion_shrinks_the_batch_until_it_fits(tmp_path: Path) -> No
     [incident] = Ledger(store).incidents()
     details = [a["detail"] for a in incident["actions"] if a["action"] == "shrink_batch"]
     assert details == ["batch_size 4000 -> 2000", "batch_size 2000 -> 1000"]
+    store.close()
+
+
+class _FlakySink:
+    """A real DuckDB sink whose writes number ``fail`` raise DestinationUnavailable."""
+
+    def __init__(self, path: Path, fail: set[int]) -> None:
+        self.inner = DuckDBSink(path, table="orders")
+        self.name = "warehouse"
+        self.fail = fail
+        self.writes = 0
+
+    def position(self, pipeline: str, *, mode: str = "append") -> dict[str, Any]:
+        return self.inner.position(pipeline, mode=mode)
+
+    def write(self, load: Any, *, on_staged: Any = lambda: None) -> bool:
+        self.writes += 1
+        if self.writes in self.fail:
+            raise DestinationUnavailable("the warehouse is restarting", dependency=self.name)
+        return self.inner.write(load, on_staged=on_staged)
+
+    def finish(self, pipeline: str, *, mode: str = "append") -> None:
+        self.inner.finish(pipeline, mode=mode)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _drops(tmp_path: Path, rows: int = 5000) -> Path:
+    folder = tmp_path / "drops"
+    folder.mkdir(exist_ok=True)
+    (folder / "a.jsonl").write_text(
+        "".join(json.dumps({"id": i, "v": i * 2}) + "\n" for i in range(rows)), encoding="utf-8"
+    )
+    return folder
+
+
+def test_a_destination_that_goes_down_holds_the_batch_until_a_probe_succeeds(
+    tmp_path: Path,
+) -> None:
+    """Writes 3-8 fail: the breaker opens after three, the batch is held (not dropped, not
+    read again), probes go out every open_s, and the run ends in one go with every row."""
+    folder = _drops(tmp_path)
+    sink = _FlakySink(tmp_path / "d.duckdb", fail=set(range(3, 9)))
+    policy = BreakerPolicy(window=3, min_calls=3, failure_rate=1.0, open_s=5.0,
+                           half_open_probes=1)
+    pipeline = Pipeline(
+        name="held", source=FileSource(str(folder / "*.jsonl"), batch_size=1000),
+        destination=sink, destination_breaker=policy,
+        destination_retry=Retry(attempts=100, base_s=0.01, cap_s=0.01, deadline_s=600),
+    )
+    store, clock, log = StateStore(f"sqlite:///{tmp_path / 's.db'}"), FakeClock(), EventLog()
+    started = clock.now()
+    result = pipeline.run(state=store, clock=clock, hooks=[log])
+    assert (result.rows_loaded, result.batches) == (5000, 5)
+    assert _count(tmp_path / "d.duckdb") == (5000, 5000)
+    moves = [(e.previous, e.state) for e in log if isinstance(e, BreakerChanged)]
+    # three failures open it; each probe fails until write 9, and the breaker closes
+    assert moves == [("closed", "open"), ("open", "half_open"), ("half_open", "open"),
+                     ("open", "half_open"), ("half_open", "open"), ("open", "half_open"),
+                     ("half_open", "open"), ("open", "half_open"), ("half_open", "closed")]
+    assert sink.writes == 5 + 6  # no write was attempted while the breaker was open
+    assert clock.now() - started >= 4 * 5.0
+    assert [e.batch_id for e in log if isinstance(e, BatchRead)] == [
+        e.batch_id for e in log if isinstance(e, BatchLoaded)]  # each batch read once
+    [incident] = Ledger(store).incidents(pipeline="held")
+    assert (incident["status"], incident["dependency"]) == ("healed", "warehouse")
+    outcomes = {(a["action"], a["outcome"]) for a in incident["actions"]}
+    assert {("circuit_breaker", "tried"), ("probe", "tried"),
+            ("circuit_breaker", "succeeded")} <= outcomes
+    store.close()
+
+
+def test_the_budget_is_per_pipeline_per_window_with_a_cooldown(
+    tmp_path: Path, receiver: _Receiver
+) -> None:
+    """An endless outage: two actions at least cooldown_s apart, then one page; an hour later
+    the budget is back, but the same incident does not page again."""
+    store, clock = StateStore(f"sqlite:///{tmp_path / 's.db'}"), FakeClock()
+    healing = Healing(max_actions=2, window_s=3600, cooldown_s=30,
+                      backoff=Retry(base_s=0.001, cap_s=0.001))
+    notifiers = [WebhookNotifier(receiver.url)]
+    with OrdersApi(orders=10, faults=dict.fromkeys(range(1, 500), "503")) as api:
+        pipeline = _api_pipeline(api.url, tmp_path / "d.duckdb")
+        log = EventLog()
+        with pytest.raises(TransientError):  # at last the breaker opens too
+            run_healing(pipeline, store=store, healing=healing, notifiers=notifiers,
+                        clock=clock, hooks=[log])
+        [incident] = Ledger(store).incidents()
+        budgeted = [a for a in incident["actions"] if a["action"] == "restart_from_checkpoint"]
+        assert len(budgeted) == 2
+        starts = [e.at for e in log if isinstance(e, RunStarted)]
+        assert len(starts) == 3
+        assert starts[2] >= budgeted[0]["at"] + 30  # the cooldown between the two actions
+        clock.advance(10)  # still inside the window: escalates at once, no action taken
+        with pytest.raises(TransientError):  # at last the breaker opens too
+            run_healing(pipeline, store=store, healing=healing, notifiers=notifiers,
+                        clock=clock)
+        [incident] = Ledger(store).incidents()
+        assert len([a for a in incident["actions"]
+                    if a["action"] == "restart_from_checkpoint"]) == 2
+        clock.advance(3600)  # a new window: healing tries again, then gives up again
+        with pytest.raises(TransientError):  # at last the breaker opens too
+            run_healing(pipeline, store=store, healing=healing, notifiers=notifiers,
+                        clock=clock)
+    [incident] = Ledger(store).incidents()
+    kinds = {"restart_from_checkpoint", "wait_for_dependency"}
+    assert len([a for a in incident["actions"] if a["action"] in kinds]) == 4
+    assert [b["mendflow"]["kind"] for b in receiver.bodies] == ["escalated"]  # paged once
     store.close()

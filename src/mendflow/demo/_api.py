@@ -6,7 +6,8 @@
 ``GET /orders?updated_since=<iso>&cursor=<token>&limit=<n>`` answers
 ``{"data": [...], "next_cursor": "<token>" | null}``: the orders updated after ``updated_since``,
 oldest first, ``limit`` at a time (at most ``page_limit``). The cursor token is the offset into
-that filtered list. Any other path answers 404.
+that filtered list. ``GET /customers`` lists the customers to a client that sends
+``Authorization: Bearer <token>`` and answers 401 to any other. Any other path answers 404.
 
 ``faults`` maps the number of a request (1-based, counted across every request the server gets)
 to what goes wrong with it instead of a normal answer:
@@ -73,11 +74,13 @@ class OrdersApi:
         seed: int = 42,
         faults: Mapping[int, str] | None = None,
         page_limit: int = 100,
+        token: str = "demo-token",  # noqa: S107 - the demo API's own made-up token
     ) -> None:
         self.faults = dict(faults or {})
         for fault in self.faults.values():
             _check_fault(fault)
         self.page_limit = page_limit
+        self.token = token
         self.log: list[Served] = []
         self._rng = random.Random(seed)
         self._orders: list[dict[str, Any]] = []
@@ -119,6 +122,19 @@ class OrdersApi:
         """How many requests got a fault instead of a normal answer."""
         with self._lock:
             return sum(1 for served in self.log if served.fault is not None)
+
+    def outage(self, fault: str = "503", *, requests: int = 1_000) -> None:
+        """Script the next ``requests`` requests to get ``fault``, until ``recover()``."""
+        _check_fault(fault)
+        with self._lock:
+            after = len(self.log)
+            self.faults.update({after + i: fault for i in range(1, requests + 1)})
+
+    def recover(self) -> None:
+        """Drop every fault scripted for a request not made yet."""
+        with self._lock:
+            made = len(self.log)
+            self.faults = {n: f for n, f in self.faults.items() if n <= made}
 
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""
@@ -177,9 +193,13 @@ class OrdersApi:
             entry = self.log[number - 1]
             self.log[number - 1] = Served(entry.number, entry.path, status, entry.fault)
 
-    def _answer(self, target: str) -> tuple[int, dict[str, Any]]:
+    def _answer(self, target: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
         """Status and JSON body for a request target (path and query)."""
         url = urlsplit(target)
+        if url.path == "/customers":
+            if authorization != f"Bearer {self.token}":
+                return 401, {"error": "missing or invalid bearer token"}
+            return 200, {"data": [{"customer": name} for name in _CUSTOMERS]}
         if url.path != "/orders":
             return 404, {"error": f"no such path {url.path}; the API serves /orders."}
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
@@ -225,7 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.startswith("timeout:"):
             api._stopping.wait(float(fault.partition(":")[2]))
-        status, body, headers = _faulty(fault) or (*api._answer(self.path), {})
+        answer = api._answer(self.path, self.headers.get("Authorization"))
+        status, body, headers = _faulty(fault) or (*answer, {})
         api._served(number, status)
         self._send(status, body, headers)
 

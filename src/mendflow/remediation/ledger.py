@@ -35,6 +35,7 @@ class Incident:
     failure_class: str
     status: str
     escalated: bool
+    dependency: str = ""
 
 
 class Ledger:
@@ -72,7 +73,10 @@ class Ledger:
                     evidence=json.dumps(diagnosis.evidence(), sort_keys=True),
                 )
             )
-        return Incident(incident_id, pipeline, str(diagnosis.failure_class), OPEN, False)
+        return Incident(
+            incident_id, pipeline, str(diagnosis.failure_class), OPEN, False,
+            diagnosis.dependency,
+        )
 
     def act(self, incident_id: str, *, action: str, outcome: str, detail: str, at: float) -> None:
         """Record one healing action and how it went."""
@@ -180,5 +184,5 @@ class Ledger:
 def _incident(row: Any) -> Incident:
     return Incident(
         row["incident_id"], row["pipeline"], row["failure_class"], row["status"],
-        bool(row["escalated"]),
+        bool(row["escalated"]), row["dependency"],
     )

@@ -20,6 +20,8 @@ class Action(StrEnum):
     """The healing actions."""
 
     RETRY = "retry"
+    CIRCUIT_BREAKER = "circuit_breaker"
+    PROBE = "probe"
     WAIT_FOR_DEPENDENCY = "wait_for_dependency"
     SWITCH_TIER = "switch_tier"
     SHRINK_BATCH = "shrink_batch"
@@ -31,7 +33,9 @@ class Action(StrEnum):
 
 #: Actions taken inside a run, by the call that failed or by the source (retries, breakers,
 #: fallback tiers); the ledger records them, and the supervisor's budget does not count them.
-IN_RUN: frozenset[str] = frozenset({Action.RETRY, Action.SWITCH_TIER, "probe"})
+IN_RUN: frozenset[str] = frozenset(
+    {Action.RETRY, Action.CIRCUIT_BREAKER, Action.PROBE, Action.SWITCH_TIER}
+)
 
 
 @dataclass(frozen=True, slots=True)

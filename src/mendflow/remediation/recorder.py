@@ -7,12 +7,14 @@ healing action, not only the ones between runs::
 
     retry.scheduled     open (or join) the incident of that dependency; action ``retry``, tried
     retry.recovered     action ``retry`` succeeded; the incident heals
-    breaker.changed     open: ``wait_for_dependency`` tried; half_open: ``probe``; closed: healed
+    breaker.changed     open: ``circuit_breaker`` tried (calls fail fast); half_open: ``probe``;
+                        closed: ``circuit_breaker`` succeeded, healed
     tier.switched       away from a tier: ``switch_tier`` tried, the incident is degraded (a
                         fallback serves); back to the primary: ``switch_tier`` succeeded, healed
     batch.quarantined   ``quarantine`` succeeded on the pipeline's bad-data incident, healed
-    run.finished        every incident of the pipeline still ``open`` (not degraded, not
-                        escalated) heals: the run went through
+    run.finished        every incident of the pipeline still ``open`` (not escalated) heals: the
+                        run went through; a ``degraded`` one heals too when its dependency
+                        served this run's batches itself (a primary back with nothing new)
 
 The runner adds one recorder per run when it has a state store. An incident is one per
 dependency while it lasts, however many retries it takes.
@@ -25,6 +27,7 @@ from typing import Any
 
 from mendflow.events import (
     BatchQuarantined,
+    BatchRead,
     BreakerChanged,
     Event,
     Recovered,
@@ -33,7 +36,7 @@ from mendflow.events import (
     TierSwitched,
 )
 from mendflow.remediation.diagnosis import Diagnosis, FailureClass, failure_class_of
-from mendflow.remediation.ledger import OPEN, Incident, Ledger
+from mendflow.remediation.ledger import DEGRADED, OPEN, Incident, Ledger
 from mendflow.remediation.playbook import Action
 
 
@@ -42,7 +45,10 @@ class IncidentRecorder:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self._served: set[str] = set()  # sources (tiers) that served a batch in this run
+        self._switched: set[str] = set()  # tiers a fallback switched away from in this run
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            BatchRead: self._read,
             RetryScheduled: self._retry,
             Recovered: self._recovered,
             BreakerChanged: self._breaker,
@@ -81,18 +87,24 @@ class IncidentRecorder:
             incident = self.ledger.current(event.pipeline, dependency=event.dependency)
             if incident is not None:
                 detail = f"breaker closed: {event.reason}"
-                self._act(incident, event, Action.WAIT_FOR_DEPENDENCY, "succeeded", detail)
+                self._act(incident, event, Action.CIRCUIT_BREAKER, "succeeded", detail)
                 if incident.status == OPEN:
                     self.ledger.heal(incident.incident_id, at=event.at)
             return
         incident = self._incident(event, event.dependency, "DependencyDown", event.reason)
         if event.state == "open":
             detail = f"breaker opened, failing fast: {event.reason}"
-            self._act(incident, event, Action.WAIT_FOR_DEPENDENCY, "tried", detail)
+            self._act(incident, event, Action.CIRCUIT_BREAKER, "tried", detail)
         else:
-            self._act(incident, event, "probe", "tried", f"breaker half-open: {event.reason}")
+            detail = f"breaker half-open: {event.reason}"
+            self._act(incident, event, Action.PROBE, "tried", detail)
+
+    def _read(self, event: BatchRead) -> None:
+        self._served.add(event.source)
 
     def _tier(self, event: TierSwitched) -> None:
+        if event.error_type:
+            self._switched.add(event.dependency)
         detail = f"{event.previous} -> {event.tier}: {event.reason}"
         if not event.error_type:  # back to the primary
             incident = self.ledger.current(event.pipeline, dependency=event.dependency)
@@ -111,8 +123,13 @@ class IncidentRecorder:
         self.ledger.heal(incident.incident_id, at=event.at)
 
     def _finished(self, event: RunFinished) -> None:
+        back = self._served - self._switched
         for incident in self.ledger.unhealed(event.pipeline):
-            if incident.status == OPEN:
+            if incident.status == DEGRADED and incident.dependency in back:
+                detail = f"{incident.dependency} served the run's batches again"
+                self._act(incident, event, Action.SWITCH_TIER, "succeeded", detail)
+                self.ledger.heal(incident.incident_id, at=event.at)
+            elif incident.status == OPEN:
                 self.ledger.heal(incident.incident_id, at=event.at)
 
     # -- helpers --------------------------------------------------------------------------------
