@@ -9,19 +9,18 @@ position the sink says it committed.
 
 from __future__ import annotations
 
-import contextvars
-import queue
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from mendflow import _engine
 from mendflow._arrow import last_per_key
 from mendflow._coerce import set_aside, split
+from mendflow._guard import Guarded
+from mendflow._readahead import read_ahead
 from mendflow.batch import Batch, Load
 from mendflow.clock import Clock
 from mendflow.events import (
@@ -43,15 +42,11 @@ from mendflow.exceptions import MendflowError, TransformError
 from mendflow.pipeline import Pipeline, RunResult
 from mendflow.remediation.ledger import Ledger
 from mendflow.remediation.recorder import IncidentRecorder
-from mendflow.resilience.registry import BreakerRegistry, breaker_for, use_breakers
-from mendflow.resilience.retry import retrying
+from mendflow.resilience.registry import BreakerRegistry, use_breakers
 from mendflow.typing import Hook, Source
 
 if TYPE_CHECKING:
     from mendflow.state.store import StateStore
-
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +117,7 @@ def _run(
     quarantine: Mapping[str, BaseException],
 ) -> RunResult:
     sink, mode = pipeline.destination, pipeline.write_mode
-    guarded = _Guarded(pipeline, clock)
+    guarded = Guarded(pipeline, clock)
     position = guarded(lambda: sink.position(pipeline.name, mode=mode))
     ctx.hooks.emit(
         RunStarted(
@@ -132,7 +127,7 @@ def _run(
     )
     tally = _Tally()
     batches = _source_for(pipeline).read(position)
-    for prepared in _ahead(_prepare(pipeline, batches, quarantine)):
+    for prepared in read_ahead(_prepare(pipeline, batches, quarantine)):
         _load(pipeline, ctx, prepared, tally, guarded)
         position = prepared.batch.position
     guarded(lambda: sink.finish(pipeline.name, mode=mode))
@@ -183,7 +178,7 @@ def _prepare(
 
 
 def _load(
-    pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tally, guarded: _Guarded
+    pipeline: Pipeline, ctx: RunContext, prepared: _Prepared, tally: _Tally, guarded: Guarded
 ) -> None:
     """Write one prepared batch, emitting an event at each step."""
     ids = {"run_id": ctx.run_id, "pipeline": pipeline.name}
@@ -235,31 +230,6 @@ def _load(
         ctx.hooks.emit(BatchSkipped(**ids, at=ctx.now(), batch_id=batch.id, rows=rows))
 
 
-class _Guarded:
-    """Calls to the destination, behind its circuit breaker and retried: while the destination
-    is down the run holds its batch (in memory, uncommitted) and probes it again, up to the
-    pipeline's ``destination_retry`` deadline; then the last error is raised."""
-
-    def __init__(self, pipeline: Pipeline, clock: Clock) -> None:
-        sink = pipeline.destination
-        self.name: str = getattr(sink, "name", "") or type(sink).__name__
-        self.policy = pipeline.destination_retry
-        self.clock = clock
-        policy = pipeline.destination_breaker
-        self.breaker = None if policy is None else breaker_for(self.name, policy)
-
-    def __call__(self, call: Callable[[], _T]) -> _T:
-        result: _T | None = None
-        for attempt in retrying(self.policy, dependency=self.name, clock=self.clock):
-            with attempt:
-                if self.breaker is None:
-                    result = call()
-                else:
-                    with self.breaker.guard():
-                        result = call()
-        return result  # type: ignore[return-value]  # set by the attempt that succeeded
-
-
 def _transform(pipeline: Pipeline, table: pa.Table) -> pa.Table:
     for number, transform in enumerate(pipeline.transforms, 1):
         try:
@@ -287,53 +257,6 @@ def _source_for(pipeline: Pipeline) -> Source:
         source: Source = reading_as_text(tuple(pipeline.columns))
         return source
     return pipeline.source
-
-
-_DONE = object()
-
-
-def _ahead(items: Iterator[_Prepared]) -> Iterator[_Prepared]:
-    """Iterate ``items`` in a thread one item ahead; errors surface in the caller's thread."""
-    slot: queue.Queue[object] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not _offer(slot, item, stop):
-                    return
-            _offer(slot, _DONE, stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
-            _offer(slot, exc, stop)
-        finally:
-            close = getattr(items, "close", None)
-            if callable(close):
-                close()
-
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(produce,), name="mendflow-read", daemon=True
-    )
-    thread.start()
-    try:
-        while (item := slot.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, _Prepared)
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
-def _offer(slot: queue.Queue[object], item: object, stop: threading.Event) -> bool:
-    """Put ``item`` unless the consumer stopped; True when it was handed over."""
-    while not stop.is_set():
-        try:
-            slot.put(item, timeout=0.1)
-        except queue.Full:
-            continue
-        return True
-    return False
 
 
 def _open_store(state: StateStore | str | None) -> StateStore | None:

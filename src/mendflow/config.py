@@ -25,7 +25,6 @@ Every key is checked: an unknown one is an error that names it and suggests the 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import os
 from collections.abc import Mapping
@@ -34,6 +33,15 @@ from typing import Any
 
 import yaml
 
+from mendflow._validate import (
+    as_mapping,
+    as_positive,
+    as_string,
+    describe,
+    known,
+    required,
+    suggest,
+)
 from mendflow.exceptions import ConfigError
 from mendflow.pipeline import Pipeline
 from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
@@ -96,16 +104,16 @@ def load(path: str | os.PathLike[str]) -> PipelineFile:
 
 def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
     """Build a pipeline from an already parsed mapping (paths relative to ``base``)."""
-    top = _mapping(spec, origin)
-    _known(top, _TOP, origin)
-    _required(top, ("name", "source", "destination"), origin)
-    name = _string(top["name"], f"{origin}: name")
+    top = as_mapping(spec, origin)
+    known(top, _TOP, origin)
+    required(top, ("name", "source", "destination"), origin)
+    name = as_string(top["name"], f"{origin}: name")
     return Pipeline(
         name=name,
         source=_source(top["source"], base, f"{origin}: source"),
         destination=_destination(top["destination"], base, f"{origin}: destination"),
         destination_breaker=_breaker(
-            _mapping(top["destination"], f"{origin}: destination"), f"{origin}: destination"
+            as_mapping(top["destination"], f"{origin}: destination"), f"{origin}: destination"
         ),
         transforms=_transforms(top.get("transforms") or [], f"{origin}: transforms"),
         write_mode=top.get("write_mode", "append"),
@@ -120,17 +128,17 @@ def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
         return FileSource(
             _path(spec.get("path"), base, f"{where}.path"),
             format=spec.get("format"),
-            batch_size=_positive(spec.get("batch_size", ROW_GROUP), f"{where}.batch_size"),
+            batch_size=as_positive(spec.get("batch_size", ROW_GROUP), f"{where}.batch_size"),
             min_age_s=float(spec.get("min_age_s", 0.0)),
         )
-    incremental = _mapping(spec.get("incremental") or {}, f"{where}.incremental")
-    _known(incremental, _INCREMENTAL, f"{where}.incremental")
-    retry = _mapping(spec.get("retry") or {}, f"{where}.retry")
-    _known(retry, _RETRY, f"{where}.retry")
-    pagination = _mapping(spec.get("pagination") or {}, f"{where}.pagination")
-    _known(pagination, _PAGINATION, f"{where}.pagination")
+    incremental = as_mapping(spec.get("incremental") or {}, f"{where}.incremental")
+    known(incremental, _INCREMENTAL, f"{where}.incremental")
+    retry = as_mapping(spec.get("retry") or {}, f"{where}.retry")
+    known(retry, _RETRY, f"{where}.retry")
+    pagination = as_mapping(spec.get("pagination") or {}, f"{where}.pagination")
+    known(pagination, _PAGINATION, f"{where}.pagination")
     return HttpSource(
-        _string(spec.get("url"), f"{where}.url"),
+        as_string(spec.get("url"), f"{where}.url"),
         records_path=spec.get("records_path"),
         pagination=Pagination(**pagination),
         incremental_field=incremental.get("field"),
@@ -146,10 +154,10 @@ def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
 
 def _destination(spec: Any, base: Path, where: str) -> DuckDBSink:
     _typed(spec, _DESTINATIONS, where)
-    _required(spec, ("path", "table"), where)
+    required(spec, ("path", "table"), where)
     return DuckDBSink(
         _path(spec["path"], base, f"{where}.path"),
-        table=_string(spec["table"], f"{where}.table"),
+        table=as_string(spec["table"], f"{where}.table"),
     )
 
 
@@ -158,14 +166,14 @@ def _transforms(spec: Any, where: str) -> list[Transform]:
         raise ConfigError(f"{where} must be a list of `- sql: ...` or `- python: module:func`.")
     out: list[Transform] = []
     for number, item in enumerate(spec, 1):
-        entry = _mapping(item, f"{where}[{number}]")
-        _known(entry, {"sql", "python"}, f"{where}[{number}]")
+        entry = as_mapping(item, f"{where}[{number}]")
+        known(entry, {"sql", "python"}, f"{where}[{number}]")
         if len(entry) != 1:
             raise ConfigError(f"{where}[{number}] needs exactly one of `sql:` or `python:`.")
         if "sql" in entry:
-            out.append(SqlTransform(_string(entry["sql"], f"{where}[{number}].sql")))
+            out.append(SqlTransform(as_string(entry["sql"], f"{where}[{number}].sql")))
         else:
-            out.append(_import(_string(entry["python"], f"{where}[{number}].python")))
+            out.append(_import(as_string(entry["python"], f"{where}[{number}].python")))
     return out
 
 
@@ -186,53 +194,15 @@ def _import(ref: str) -> Transform:
 
 
 def _typed(spec: Any, kinds: Mapping[str, set[str]], where: str) -> str:
-    entry = _mapping(spec, where)
+    entry = as_mapping(spec, where)
     kind = str(entry.get("type"))
     if kind not in kinds:
         raise ConfigError(
             f"{where}.type is {entry.get('type')!r}; use one of: {', '.join(kinds)}"
-            f"{_suggest(kind, kinds)}."
+            f"{suggest(kind, kinds)}."
         )
-    _known(entry, kinds[kind], where)
+    known(entry, kinds[kind], where)
     return str(kind)
-
-
-def _known(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in spec:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key {key!r}{_suggest(key, allowed)}. "
-                f"Known keys: {', '.join(sorted(allowed))}."
-            )
-
-
-def _suggest(word: object, options: Mapping[str, Any] | set[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _required(spec: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
-    for key in keys:
-        if key not in spec or spec[key] is None:
-            raise ConfigError(f"{where}: `{key}:` is required.")
-
-
-def _mapping(spec: Any, where: str) -> dict[str, Any]:
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where} must be a mapping of keys to values, not {_kind(spec)}.")
-    return spec
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} must be a non-empty string, not {_kind(value)}.")
-    return value
-
-
-def _positive(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{where} must be a positive whole number, not {value!r}.")
-    return value
 
 
 def _key(value: Any, where: str) -> tuple[str, ...]:
@@ -245,7 +215,7 @@ def _key(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _columns(value: Any, where: str) -> dict[str, str]:
-    spec = _mapping(value, where)
+    spec = as_mapping(value, where)
     for column, kind in spec.items():
         if not isinstance(kind, str):
             raise ConfigError(f"{where}.{column} must be a type name such as double, not {kind!r}.")
@@ -253,14 +223,14 @@ def _columns(value: Any, where: str) -> dict[str, str]:
 
 
 def _path(value: Any, base: Path, where: str) -> str:
-    text = _string(value, where)
+    text = as_string(value, where)
     return text if os.path.isabs(text) else str(base / text)
 
 
 def _healing(spec: Any, origin: str) -> tuple[Healing, str | None]:
     where = f"{origin}: healing"
-    entry = _mapping(spec.get("healing") or {}, where) if isinstance(spec, dict) else {}
-    _known(entry, _HEALING, where)
+    entry = as_mapping(spec.get("healing") or {}, where) if isinstance(spec, dict) else {}
+    known(entry, _HEALING, where)
     max_actions = entry.get("max_actions", 6)
     if not isinstance(max_actions, int) or isinstance(max_actions, bool) or max_actions < 0:
         raise ConfigError(f"{where}.max_actions must be a whole number >= 0, not {max_actions!r}.")
@@ -269,12 +239,12 @@ def _healing(spec: Any, origin: str) -> tuple[Healing, str | None]:
                          ("cooldown_s", 1.0)):
         value = entry.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}.{key} must be a number of seconds, not {_kind(value)}.")
+            raise ConfigError(f"{where}.{key} must be a number of seconds, not {describe(value)}.")
         seconds[key] = float(value)
     backoff = Retry(base_s=seconds["base_s"], cap_s=seconds["cap_s"])
     webhook = entry.get("webhook")
     if webhook is not None:
-        webhook = _string(webhook, f"{where}.webhook")
+        webhook = as_string(webhook, f"{where}.webhook")
     healing = Healing(
         max_actions=max_actions, window_s=seconds["window_s"],
         cooldown_s=seconds["cooldown_s"], backoff=backoff,
@@ -289,11 +259,11 @@ def _breaker(spec: Mapping[str, Any], where: str) -> BreakerPolicy | None:
         return None
     if entry is True or entry is None:
         return BreakerPolicy()
-    fields = _mapping(entry, f"{where}.breaker")
-    _known(fields, _BREAKER, f"{where}.breaker")
+    fields = as_mapping(entry, f"{where}.breaker")
+    known(fields, _BREAKER, f"{where}.breaker")
     for key, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}.breaker.{key} must be a number, not {_kind(value)}.")
+            raise ConfigError(f"{where}.breaker.{key} must be a number, not {describe(value)}.")
     return BreakerPolicy(**fields)
 
 
@@ -302,7 +272,3 @@ def _state(spec: Any) -> str | None:
     if state is not None and not isinstance(state, str):
         raise ConfigError("state must be a database URL such as sqlite:///state.db.")
     return state
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"a {type(value).__name__} ({value!r})"

@@ -24,20 +24,17 @@ fault           what the client sees
 
 from __future__ import annotations
 
-import json
 import random
-import socket
-import struct
 import threading
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
+from mendflow.demo._server import Handler, Server
 from mendflow.exceptions import ConfigError
 
 __all__ = ["DEFAULT_FAULTS", "OrdersApi", "Served"]
@@ -87,7 +84,7 @@ class OrdersApi:
         self._stamps: list[str] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self.add_orders(orders)
 
@@ -141,7 +138,7 @@ class OrdersApi:
         if self._server is not None:
             return
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.api = self
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -219,69 +216,6 @@ class OrdersApi:
         page = matching[offset : offset + limit]
         more = offset + limit < len(matching)
         return {"data": page, "next_cursor": str(offset + limit) if more else None}
-
-
-class _Server(ThreadingHTTPServer):
-    """The HTTP server, holding the API it serves and keeping errors to itself."""
-
-    api: OrdersApi
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet: a client that gave up on a scripted timeout is part of the demo."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves one connection: a fault if the script says so, else the orders."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        """Answer a GET, or misbehave as scripted."""
-        api = cast(_Server, self.server).api
-        number, fault = api._admit(self.path)
-        if fault == "reset":
-            self._reset()
-            return
-        if fault is not None and fault.startswith("timeout:"):
-            api._stopping.wait(float(fault.partition(":")[2]))
-        answer = api._answer(self.path, self.headers.get("Authorization"))
-        status, body, headers = _faulty(fault) or (*answer, {})
-        api._served(number, status)
-        self._send(status, body, headers)
-
-    def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str]) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            self.close_connection = True  # the client left (a scripted timeout)
-
-    def _reset(self) -> None:
-        """Drop the connection with a TCP reset instead of an answer."""
-        linger = struct.pack("ii", 1, 0)
-        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        self.request.close()
-        self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Print nothing; the demo reports from ``OrdersApi.log``."""
-
-
-def _faulty(fault: str | None) -> tuple[int, dict[str, Any], dict[str, str]] | None:
-    """The answer a status fault gives instead of the orders; None for no such fault."""
-    if fault is None or fault.startswith("timeout:"):
-        return None
-    if fault.startswith("429:"):
-        seconds = fault.partition(":")[2]
-        return 429, {"error": "rate limited"}, {"Retry-After": seconds}
-    return int(fault), {"error": f"scripted failure {fault}"}, {}
 
 
 def _check_fault(fault: str) -> None:

@@ -27,19 +27,17 @@ one format.
 Every request is retried with ``retry`` and passes the endpoint's circuit breaker (``breaker``, a
 ``BreakerPolicy``; None for none), keyed by the source's ``name``: after a burst of failures the
 requests fail fast with ``DependencyDown`` until the breaker lets a probe through. httpx errors and
-HTTP statuses become mendflow errors where they enter (``HTTPX_ERRORS`` and ``_status_error``),
-raised ``from`` the original.
+HTTP statuses become mendflow errors where they enter (``HTTPX_ERRORS`` and ``status_error``, in
+``mendflow.sources._http_errors``), raised ``from`` the original. ``Pagination`` (in
+``mendflow.sources.pagination``) says how to ask for each page and how to tell the last.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 from collections.abc import Generator, Mapping
-from dataclasses import KW_ONLY, dataclass
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -47,177 +45,15 @@ import pyarrow.compute as pc
 
 from mendflow.batch import Batch, Position
 from mendflow.clock import SYSTEM_CLOCK, Clock
-from mendflow.exceptions import (
-    ConfigError,
-    MendflowError,
-    PermanentError,
-    RateLimited,
-    SchemaMismatch,
-    SourceRejected,
-    SourceUnavailable,
-    TransientError,
-)
+from mendflow.exceptions import ConfigError, SchemaMismatch
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.registry import breaker_for
 from mendflow.resilience.retry import Retry, retrying
+from mendflow.sources._http_errors import HTTPX_ERRORS, HTTPX_UNUSED, status_error, translate
+from mendflow.sources._window import Cursor, Window, greatest
+from mendflow.sources.pagination import Pagination, Reply, dig
 
 __all__ = ["HTTPX_ERRORS", "HTTPX_UNUSED", "HttpSource", "Pagination"]
-
-#: A page token: a page number, an offset, an opaque cursor or a URL; None for "the first page"
-#: of the cursor and link kinds.
-Token = str | int | None
-Cursor = str | int | float | None
-
-KINDS: Final = ("none", "page", "offset", "cursor", "link")
-
-#: Which mendflow error each httpx error becomes. Every httpx error class is listed (a test fails
-#: when httpx adds one); an error is looked up by its class, then by its bases.
-HTTPX_ERRORS: Final[Mapping[type[Exception], type[MendflowError]]] = MappingProxyType(
-    {
-        httpx.HTTPError: SourceUnavailable,
-        httpx.RequestError: SourceUnavailable,
-        httpx.TransportError: SourceUnavailable,
-        httpx.TimeoutException: SourceUnavailable,
-        httpx.ConnectTimeout: SourceUnavailable,
-        httpx.ReadTimeout: SourceUnavailable,
-        httpx.WriteTimeout: SourceUnavailable,
-        httpx.PoolTimeout: SourceUnavailable,
-        httpx.NetworkError: SourceUnavailable,
-        httpx.ConnectError: SourceUnavailable,
-        httpx.ReadError: SourceUnavailable,
-        httpx.WriteError: SourceUnavailable,
-        httpx.CloseError: SourceUnavailable,
-        httpx.ProxyError: SourceUnavailable,
-        httpx.ProtocolError: SourceUnavailable,
-        httpx.RemoteProtocolError: SourceUnavailable,
-        httpx.LocalProtocolError: ConfigError,
-        httpx.UnsupportedProtocol: ConfigError,
-        httpx.InvalidURL: ConfigError,
-        httpx.DecodingError: SchemaMismatch,
-        httpx.TooManyRedirects: SourceRejected,
-        httpx.HTTPStatusError: SourceRejected,
-    }
-)
-
-#: httpx errors raised only by APIs this source does not use (cookies jar lookups, streaming).
-HTTPX_UNUSED: Final = (
-    httpx.CookieConflict,
-    httpx.StreamError,
-    httpx.StreamConsumed,
-    httpx.StreamClosed,
-    httpx.ResponseNotRead,
-    httpx.RequestNotRead,
-)
-
-_ADVICE: Final[Mapping[type[MendflowError], str]] = {
-    SourceUnavailable: "check the service is up and reachable; mendflow retries with backoff",
-    ConfigError: "fix the source's URL or headers",
-    SourceRejected: "check the URL; retrying will not help",
-    SchemaMismatch: "check what the API returns; retrying will not help",
-}
-_MISSING: Final = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Pagination:
-    """How to ask for the next page, and how to tell the last one.
-
-    ======== ================================================ =====================================
-    kind     sends                                            last page
-    ======== ================================================ =====================================
-    none     nothing                                          the first
-    page     ``page_param`` (from ``start_page``), and        an empty page, or fewer records than
-             ``size_param=page_size`` when both are set       ``page_size`` when it is set
-    offset   ``offset_param`` and ``limit_param=limit``       fewer records than ``limit``
-    cursor   ``cursor_param`` = the token at ``cursor_path``  no token (null, missing or "")
-    link     follows the URL at ``next_path`` in the body,    no next URL
-             else the ``Link: <...>; rel="next"`` header
-    ======== ================================================ =====================================
-    """
-
-    kind: str = "none"
-    _: KW_ONLY
-    page_param: str = "page"
-    start_page: int = 1
-    size_param: str | None = None
-    page_size: int | None = None
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    limit: int = 100
-    cursor_param: str = "cursor"
-    cursor_path: str = "next_cursor"
-    next_path: str = "next"
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(
-                f"unknown pagination kind {self.kind!r}; use one of: {', '.join(KINDS)}."
-            )
-        if self.limit < 1 or (self.page_size is not None and self.page_size < 1):
-            raise ConfigError("pagination limit and page_size must be at least 1; fix them.")
-
-    def first(self) -> Token:
-        """The token of a window's first page."""
-        return {"page": self.start_page, "offset": 0}.get(self.kind)
-
-    def params(self, token: Token) -> dict[str, str]:
-        """Query parameters that ask for the page of ``token``."""
-        if self.kind == "page":
-            sized = self.size_param is not None and self.page_size is not None
-            size = {str(self.size_param): str(self.page_size)} if sized else {}
-            return {self.page_param: str(token), **size}
-        if self.kind == "offset":
-            return {self.offset_param: str(token), self.limit_param: str(self.limit)}
-        if self.kind == "cursor" and token is not None:
-            return {self.cursor_param: str(token)}
-        return {}
-
-    def after(self, token: Token, *, rows: int, reply: _Reply) -> Token:
-        """The token of the page after ``token``, or None when that page was the last."""
-        if self.kind in ("page", "offset"):
-            return self._counted(token, rows)
-        if self.kind == "cursor":
-            found = _dig(reply.body, self.cursor_path)
-            return None if found in (_MISSING, None, "") else str(found)
-        if self.kind == "link":
-            found = _dig(reply.body, self.next_path)
-            link = found if isinstance(found, str) and found else reply.link_next
-            return _join(reply.url, link) if link else None
-        return None
-
-    def _counted(self, token: Token, rows: int) -> Token:
-        if rows == 0 or not isinstance(token, int):
-            return None
-        if self.kind == "offset":
-            return None if rows < self.limit else token + rows
-        return None if self.page_size is not None and rows < self.page_size else token + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """A decoded answer: its JSON body, its URL, and the URL of its ``Link: rel="next"``."""
-
-    body: Any
-    url: str
-    link_next: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    """Where a read stands: the committed cursor, the window's start, its next page, its max."""
-
-    cursor: Cursor
-    since: Cursor
-    token: Token
-    max: Cursor = None
-
-    def position(self, *, done: bool) -> Position:
-        """The JSON-ready position: mid-window, or with the window closed when ``done``."""
-        if done:
-            return {"cursor": _greatest(self.max, self.cursor), "window": None}
-        window = {"since": self.since, "next": self.token, "max": self.max}
-        return {"cursor": self.cursor, "window": window}
-
 
 class HttpSource:
     """Read the records of a JSON API, page by page, from where the last run committed."""
@@ -227,7 +63,7 @@ class HttpSource:
         url: str,
         *,
         records_path: str | None = None,
-        pagination: Pagination = Pagination(),
+        pagination: Pagination = Pagination(),  # noqa: B008 - frozen, so one shared default is safe
         incremental_field: str | None = None,
         incremental_param: str | None = None,
         initial_cursor: Cursor = None,
@@ -269,12 +105,12 @@ class HttpSource:
                 if window.token is None:
                     return
 
-    def _resume(self, position: Position) -> _Window:
+    def _resume(self, position: Position) -> Window:
         """Where to start: the open window of ``position``, else a new one from its cursor."""
         cursor = position.get("cursor", self.initial_cursor) if position else self.initial_cursor
         open_window = position.get("window") if position else None
         if not open_window:
-            return _Window(cursor=cursor, since=cursor, token=self.pagination.first())
+            return Window(cursor=cursor, since=cursor, token=self.pagination.first())
         try:
             since, token, seen = open_window["since"], open_window["next"], open_window["max"]
         except (KeyError, TypeError) as exc:
@@ -282,9 +118,9 @@ class HttpSource:
                 f"{self.name}: position {position!r} was not written by an HTTP source; reset "
                 "the pipeline's checkpoint or point it at the source that wrote it."
             ) from exc
-        return _Window(cursor=cursor, since=since, token=token, max=seen)
+        return Window(cursor=cursor, since=since, token=token, max=seen)
 
-    def _page(self, client: httpx.Client, window: _Window) -> tuple[Batch, _Window]:
+    def _page(self, client: httpx.Client, window: Window) -> tuple[Batch, Window]:
         """Read the page of ``window.token``; its batch, and the window after it (token None
         when that page was the last)."""
         reply = self._fetch(client, self._request(window))
@@ -297,13 +133,13 @@ class HttpSource:
                 "check the pagination settings (cursor_path, next_path).",
                 dependency=self.name,
             )
-        seen = _greatest(window.max, self._largest(fresh))
-        after = _Window(cursor=window.cursor, since=window.since, token=token, max=seen)
+        seen = greatest(window.max, self._largest(fresh))
+        after = Window(cursor=window.cursor, since=window.since, token=token, max=seen)
         position = after.position(done=token is None)
         batch_id = _batch_id(self.url, window, position)
         return Batch(id=batch_id, data=fresh, position=position, source=self.name), after
 
-    def _request(self, window: _Window) -> httpx.URL:
+    def _request(self, window: Window) -> httpx.URL:
         """The URL of the page of ``window.token``; a followed link is used as it is."""
         if self.pagination.kind == "link" and window.token is not None:
             return httpx.URL(str(window.token))
@@ -313,10 +149,10 @@ class HttpSource:
         # Merged into the URL's own query: httpx's params= would replace it.
         return httpx.URL(self.url).copy_merge_params(params | self.pagination.params(window.token))
 
-    def _fetch(self, client: httpx.Client, url: httpx.URL) -> _Reply:
+    def _fetch(self, client: httpx.Client, url: httpx.URL) -> Reply:
         """GET with retries, behind the endpoint's circuit breaker (shared by every run that
         uses the same state store); the answer of the attempt that succeeded."""
-        reply: _Reply | None = None
+        reply: Reply | None = None
         breaker = None if self.breaker is None else breaker_for(self.name, self.breaker)
         for attempt in retrying(self.retry, dependency=self.name, clock=self.clock):
             with attempt:
@@ -328,14 +164,14 @@ class HttpSource:
         assert reply is not None  # retrying() returns only after an attempt succeeded
         return reply
 
-    def _get(self, client: httpx.Client, url: httpx.URL) -> _Reply:
+    def _get(self, client: httpx.Client, url: httpx.URL) -> Reply:
         """One GET, with every failure translated to mendflow's taxonomy."""
         shown = str(url.copy_with(query=None))  # the query may hold an API key
         try:
             response = client.get(url, timeout=self.timeout_s)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _translate(exc, url=shown, dependency=self.name) from exc
-        error = _status_error(response, url=shown, dependency=self.name, now=self.clock.now())
+            raise translate(exc, url=shown, dependency=self.name) from exc
+        error = status_error(response, url=shown, dependency=self.name, now=self.clock.now())
         if error is not None:
             raise error
         try:
@@ -348,11 +184,11 @@ class HttpSource:
                 status=response.status_code,
             ) from exc
         link = response.links.get("next", {}).get("url")
-        return _Reply(body=body, url=str(response.url), link_next=link)
+        return Reply(body=body, url=str(response.url), link_next=link)
 
     def _records(self, body: Any) -> pa.Table:
         """The records of a page as a table (columns from every record, not just the first)."""
-        records = body if self.records_path is None else _dig(body, self.records_path)
+        records = body if self.records_path is None else dig(body, self.records_path)
         if not isinstance(records, list):
             raise SchemaMismatch(_no_records(body, self.records_path), dependency=self.name)
         if not records:
@@ -412,7 +248,7 @@ class HttpSource:
         return largest
 
 
-def _batch_id(url: str, window: _Window, after: Position) -> str:
+def _batch_id(url: str, window: Window, after: Position) -> str:
     """An id from positions alone: the page asked for (window start and token) and where the
     source stands after it, so a page re-read as it was gets the id it had, while the first page
     after new records arrive (same window start and token, more rows) gets a new one."""
@@ -427,82 +263,6 @@ def _check_url(url: str) -> None:
         raise ConfigError(f"invalid URL {url!r}: {exc}; fix the source's url.") from exc
     if scheme not in ("http", "https"):
         raise ConfigError(f"URL {url!r} is not http(s); give the API's full http:// URL.")
-
-
-def _join(base: str, link: str) -> str:
-    """The absolute URL of a next link, which may be relative to the page's URL."""
-    try:
-        return str(httpx.URL(base).join(link))
-    except httpx.InvalidURL as exc:
-        raise SchemaMismatch(
-            f"the next link {link!r} of {base} is not a URL ({exc}); check next_path."
-        ) from exc
-
-
-def _translate(exc: Exception, *, url: str, dependency: str) -> MendflowError:
-    """The mendflow error for an httpx error, by its class (``HTTPX_ERRORS``)."""
-    kind = next(
-        (HTTPX_ERRORS[c] for c in type(exc).__mro__ if c in HTTPX_ERRORS), SourceUnavailable
-    )
-    detail = str(exc) or "no detail"
-    message = f"GET {url} failed ({type(exc).__name__}: {detail}); {_ADVICE[kind]}."
-    if issubclass(kind, TransientError | PermanentError):
-        return kind(message, dependency=dependency)
-    return kind(message)
-
-
-def _status_error(
-    response: httpx.Response, *, url: str, dependency: str, now: float
-) -> MendflowError | None:
-    """The mendflow error for a status that is not 2xx; None for success."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return None
-    said = f"GET {url} answered {status}"
-    retry_after = response.headers.get("Retry-After")
-    if status == 429 or (status == 503 and retry_after is not None):
-        return RateLimited(
-            f"{said}: slow down; mendflow waits as told and retries. If it persists, lower "
-            "the request rate or ask for a higher quota.",
-            dependency=dependency,
-            status=status,
-            retry_after_s=_retry_after_s(retry_after, now=now),
-        )
-    if status >= 500 or status == 408:
-        return SourceUnavailable(
-            f"{said}; check the service is up. mendflow retries with backoff.",
-            dependency=dependency,
-            status=status,
-        )
-    return SourceRejected(
-        f"{said} ({response.text[:120]!r}); check the URL, parameters and credentials. "
-        "Retrying will not help.",
-        dependency=dependency,
-        status=status,
-    )
-
-
-def _retry_after_s(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date; None if bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now) if when.tzinfo else None
-
-
-def _dig(value: Any, path: str) -> Any:
-    """The value at a dotted ``path`` inside JSON objects, or ``_MISSING``."""
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return _MISSING
-        value = value[key]
-    return value
 
 
 def _no_records(body: Any, path: str | None) -> str:
@@ -526,15 +286,3 @@ def _no_records(body: Any, path: str | None) -> str:
         "records_path to the dotted path of the list."
     )
 
-
-def _greatest(a: Cursor, b: Cursor) -> Cursor:
-    """The larger of two cursor values, ignoring None."""
-    if a is None or b is None:
-        return b if a is None else a
-    try:
-        return max(a, b)
-    except TypeError as exc:  # a str and a number
-        raise SchemaMismatch(
-            f"cursor values {a!r} and {b!r} cannot be compared; the incremental field must "
-            "hold one type. Reset the cursor or fix incremental_field.",
-        ) from exc
