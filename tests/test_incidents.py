@@ -271,11 +271,7 @@ def test_a_rate_limit_waits_its_retry_after_on_the_fake_clock(world: _World) -> 
     "probes",
     [
         1,
-        pytest.param(2, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-            "IncidentRecorder._recovered heals the incident when the first probe's retry "
-            "succeeds, with the breaker still half-open; _breaker then finds no unhealed "
-            "incident when it closes, so the closing is never recorded"
-        ))),
+        2,
     ],
 )
 def test_a_503_burst_opens_the_breaker_which_fails_fast_probes_and_closes(
@@ -324,12 +320,6 @@ def test_a_401_escalates_at_once_with_one_page_and_no_retry(world: _World) -> No
     assert world.webhook.pages() == {incident["incident_id"]: 1}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "DuckDBSink._write_rows: con.unregister() in the finally block raises TransactionException "
-    "on the aborted transaction, masking the ConstraintException; the CHECK violation becomes "
-    "DestinationUnavailable (transient), so the batch is retried and rolled back, never "
-    "quarantined"
-))
 def test_batches_breaking_a_check_constraint_are_quarantined_and_nothing_is_lost(
     world: _World,
 ) -> None:
@@ -454,12 +444,7 @@ def test_every_incident_is_on_record_and_only_the_unhealed_are_paged_once(
     "scenarios",
     [
         pytest.param(HEALED, id="all-healed"),
-        pytest.param(SCENARIOS, id="with-escalations", marks=pytest.mark.xfail(
-            strict=True, raises=AssertionError, reason=(
-                "kpi._availability: a pipeline with runs but no successful one makes "
-                "zip(done, [now], strict=True) raise ValueError; `mendflow slo` exits 1"
-            ),
-        )),
+        pytest.param(SCENARIOS, id="with-escalations"),
     ],
 )
 def test_mendflow_slo_reports_what_the_ledger_holds(
@@ -521,11 +506,6 @@ def _slo(world: _World) -> list[dict[str, Any]]:
     return levels
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "supervisor._heal_once passes the incident's count of ALL actions (in-run retries and "
-    "probes included) to Retry.backoff_s, whose base_s * 2.0 ** (failures - 1) overflows a "
-    "float past 1,025; run_healing dies with OverflowError instead of waiting cap_s"
-))
 def test_a_restart_late_in_a_long_incident_waits_the_capped_backoff(world: _World) -> None:
     """An outage whose incident already holds 1,100 in-run retries: the next restart from the
     checkpoint waits at most the restart backoff's cap, and the run heals."""

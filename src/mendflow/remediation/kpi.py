@@ -96,6 +96,8 @@ def _availability(
         )
         if t is not None and t <= now
     ]
+    if not done:
+        return 0.0
     ends = [*done[1:], now]
     fresh = sum(min(freshness_s, end - t) for t, end in zip(done, ends, strict=True))
     return fresh / (now - start)

@@ -49,6 +49,18 @@ class Ledger:
         found = self.unhealed(pipeline, dependency=dependency)
         return found[0] if found else None
 
+    def latest(self, pipeline: str, *, dependency: str) -> Incident | None:
+        """The newest incident of ``dependency`` in ``pipeline``, healed or not."""
+        query = (
+            sa.select(incidents)
+            .where(incidents.c.pipeline == pipeline, incidents.c.dependency == dependency)
+            .order_by(incidents.c.detected_at.desc(), incidents.c.incident_id)
+            .limit(1)
+        )
+        with self.store.engine.connect() as con:
+            row = con.execute(query).first()
+        return None if row is None else _incident(row._mapping)
+
     def unhealed(self, pipeline: str, *, dependency: str | None = None) -> list[Incident]:
         """The pipeline's incidents that have not healed, newest first."""
         query = (
@@ -87,9 +99,12 @@ class Ledger:
                 )
             )
 
-    def actions_taken(self, incident_id: str) -> int:
-        """How many actions the incident has had."""
-        query = sa.select(sa.func.count()).where(incident_actions.c.incident_id == incident_id)
+    def actions_taken(self, incident_id: str, *, excluding: Collection[str] = ()) -> int:
+        """How many actions the incident has had (not counting ``excluding`` actions)."""
+        query = sa.select(sa.func.count()).where(
+            incident_actions.c.incident_id == incident_id,
+            incident_actions.c.action.not_in(list(excluding)),
+        )
         with self.store.engine.connect() as con:
             return int(con.execute(query).scalar_one())
 

@@ -80,11 +80,13 @@ class IncidentRecorder:
             return
         detail = f"{event.dependency} answered on attempt {event.attempts}"
         self._act(incident, event, Action.RETRY, "succeeded", detail)
-        self.ledger.heal(incident.incident_id, at=event.at)
+        if not self._tripped(incident):  # a half-open breaker heals when it closes
+            self.ledger.heal(incident.incident_id, at=event.at)
 
     def _breaker(self, event: BreakerChanged) -> None:
         if event.state == "closed":
             incident = self.ledger.current(event.pipeline, dependency=event.dependency)
+            incident = incident or self.ledger.latest(event.pipeline, dependency=event.dependency)
             if incident is not None:
                 detail = f"breaker closed: {event.reason}"
                 self._act(incident, event, Action.CIRCUIT_BREAKER, "succeeded", detail)
@@ -133,6 +135,13 @@ class IncidentRecorder:
                 self.ledger.heal(incident.incident_id, at=event.at)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _tripped(self, incident: Incident) -> bool:
+        """True when the incident's breaker opened and has not closed since."""
+        found = self.ledger.incident(incident.incident_id) or {}
+        moves = [a["outcome"] for a in found.get("actions", [])
+                 if a["action"] == Action.CIRCUIT_BREAKER]
+        return bool(moves) and moves[-1] == "tried"
 
     def _incident(
         self, event: Event, dependency: str, error_type: str, message: str, *,

@@ -131,7 +131,7 @@ def _heal_once(pipeline: Pipeline, exc: BaseException, healer: _Healer) -> Pipel
     )
     size = getattr(pipeline.source, "batch_size", None)
     situation = Situation(
-        diagnosis, ledger.actions_taken(incident.incident_id), size,
+        diagnosis, ledger.actions_taken(incident.incident_id, excluding=_NOT_BUDGETED), size,
         stage=getattr(exc, "stage", ""), batch_id=getattr(exc, "batch_id", ""),
         breaker_state="open" if isinstance(exc, DependencyDown) else "",
     )

@@ -45,7 +45,7 @@ class Retry:
     def backoff_s(self, failures: int, draw: Callable[[], float] = random.random) -> float:
         """Full-jitter delay after failure number ``failures``: uniform in
         [0, min(cap, base * 2 ** (failures - 1)))."""
-        return draw() * min(self.cap_s, self.base_s * 2.0 ** (failures - 1))
+        return draw() * min(self.cap_s, self.base_s * 2.0 ** min(failures - 1, 64))
 
 
 NO_RETRY = Retry(attempts=1)

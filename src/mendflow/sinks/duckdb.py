@@ -208,7 +208,7 @@ class DuckDBSink:
                 )
             con.execute(f"INSERT INTO {ident(target)} BY NAME SELECT * FROM {_BATCH}")
         finally:
-            con.unregister(_BATCH)
+            _unregister(con, _BATCH)
         return columns
 
     def _check_columns(
@@ -246,13 +246,20 @@ class DuckDBSink:
                     [load.pipeline, load.batch_id, load.run_id],
                 )
             finally:
-                con.unregister(_DEAD)
+                _unregister(con, _DEAD)
         con.execute(
             "INSERT INTO _mendflow_batches VALUES (?, ?, ?, ?, ?, now())",
             [load.pipeline, load.batch_id, load.run_id, load.data.num_rows, dead.num_rows],
         )
         slot = STAGED if load.mode == "replace" else COMMITTED
         self._save_slot(con, load.pipeline, slot, load.position)
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a registered view; in a transaction a failed statement aborted, DuckDB refuses, and
+    that refusal must not hide the error that aborted it (the rollback drops the view)."""
+    with contextlib.suppress(duckdb.TransactionException):
+        con.unregister(name)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
