@@ -1,9 +1,13 @@
-"""Shared fixtures: generated order files, pipeline YAML files, destination hashes."""
+"""Shared fixtures: generated order files, pipeline YAML files, destination hashes, a webhook."""
 
 from __future__ import annotations
 
 import json
 import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +85,44 @@ def orders_dir(tmp_path: Path) -> Path:
         write_orders(folder / f"orders-{n}.jsonl", start=n * 1000 + 1, count=1000, seed=n,
                      bad_every=97)
     return folder
+
+
+class WebhookReceiver:
+    """A real webhook endpoint on 127.0.0.1 that keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        bodies: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.bodies = bodies
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def pages(self, kind: str = "escalated") -> Counter[str]:
+        """How many alerts of ``kind`` each incident got."""
+        return Counter(b["mendflow"]["incident_id"] for b in self.bodies
+                       if b["mendflow"]["kind"] == kind)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver, stopped after the test."""
+    hook = WebhookReceiver()
+    yield hook
+    hook.close()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ from mendflow.remediation.playbook import DEFAULT_PLAYBOOK
 from mendflow.remediation.supervisor import Healing, run_healing
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.testing import EventLog, FakeClock
+from tests.conftest import WebhookReceiver
 
 
 @pytest.mark.parametrize(
@@ -97,40 +95,6 @@ def test_a_custom_rule_goes_first() -> None:
     assert decide((never_restart, *DEFAULT_PLAYBOOK), situation) is Action.ESCALATE
 
 
-class _Receiver:
-    """A real webhook endpoint on 127.0.0.1 that keeps every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        bodies: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.bodies = bodies
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    """A webhook receiver, stopped after the test."""
-    hook = _Receiver()
-    yield hook
-    hook.close()
-
-
 def _api_pipeline(url: str, db: Path, attempts: int = 2) -> Pipeline:
     return Pipeline(
         name="api",
@@ -154,7 +118,7 @@ def _count(db: Path) -> tuple[int, int]:
 
 
 def test_an_outage_longer_than_the_call_retries_heals_by_restarting(
-    tmp_path: Path, receiver: _Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     """A 503 burst beats the request's retries; the run restarts from its checkpoint and heals."""
     store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
@@ -194,7 +158,7 @@ def test_a_rate_limit_waits_as_long_as_the_server_asks(tmp_path: Path) -> None:
 
 
 def test_a_permanent_failure_pages_once_per_incident_and_resolves_later(
-    tmp_path: Path, receiver: _Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     """A 401 escalates at once; the next failing run does not page again; success resolves it."""
     store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
@@ -217,7 +181,7 @@ def test_a_permanent_failure_pages_once_per_incident_and_resolves_later(
 
 
 def test_healing_that_never_works_stops_at_the_budget_and_pages_once(
-    tmp_path: Path, receiver: _Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     """An endless outage: a bounded number of restarts, then one page, then the error."""
     store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
@@ -335,7 +299,7 @@ def test_a_destination_that_goes_down_holds_the_batch_until_a_probe_succeeds(
 
 
 def test_the_budget_is_per_pipeline_per_window_with_a_cooldown(
-    tmp_path: Path, receiver: _Receiver
+    tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     """An endless outage: two actions at least cooldown_s apart, then one page; an hour later
     the budget is back, but the same incident does not page again."""

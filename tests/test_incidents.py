@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +51,7 @@ from mendflow.state.breakers import SqlBreakerStore
 from mendflow.state.schema import incident_actions
 from mendflow.testing import EventLog, FakeClock
 from tests import healing_child
+from tests.conftest import WebhookReceiver
 
 CHILD = Path(__file__).with_name("healing_child.py")
 OPEN, CLOSED = BreakerState.OPEN, BreakerState.CLOSED
@@ -69,39 +67,6 @@ ORDERS_DDL = (
 )
 
 
-class _Webhook:
-    """A real webhook endpoint on 127.0.0.1 that keeps every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        bodies: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.bodies = bodies
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def pages(self, kind: str = "escalated") -> Counter[str]:
-        """How many alerts of ``kind`` each incident got."""
-        return Counter(b["mendflow"]["incident_id"] for b in self.bodies
-                       if b["mendflow"]["kind"] == kind)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @dataclass
 class _World:
     """What a test's runs share: a folder, a state store, a fake clock, a webhook receiver."""
@@ -109,7 +74,7 @@ class _World:
     folder: Path
     store: StateStore
     clock: FakeClock
-    webhook: _Webhook
+    webhook: WebhookReceiver
 
     @property
     def state_url(self) -> str:
@@ -119,7 +84,7 @@ class _World:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[_World]:
     """A fresh state store, fake clock and webhook receiver, closed after the test."""
-    webhook = _Webhook()
+    webhook = WebhookReceiver()
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     yield _World(tmp_path, store, FakeClock(), webhook)
     store.close()
