@@ -14,6 +14,7 @@ import pytest
 from mendflow.batch import Batch
 from mendflow.demo._api import DEFAULT_FAULTS, OrdersApi
 from mendflow.exceptions import ConfigError, SchemaMismatch, SourceRejected, SourceUnavailable
+from mendflow.resilience.budget import RetryBudget
 from mendflow.resilience.retry import Retry
 from mendflow.sources.http import HTTPX_ERRORS, HTTPX_UNUSED, HttpSource, Pagination
 from mendflow.testing import FakeClock
@@ -392,3 +393,20 @@ def test_a_position_from_another_source_is_a_config_error() -> None:
     source = HttpSource("http://api.test/r", transport=mock(lambda _: httpx.Response(200, json=[])))
     with pytest.raises(ConfigError, match="reset the pipeline's checkpoint"):
         list(source.read({"cursor": None, "window": {"files": {}}}))
+
+
+def test_a_dead_endpoint_gets_few_retries_from_its_budget() -> None:
+    """50 attempts allowed per request, but the endpoint's retry budget (20 % of first attempts
+    plus a floor of 1 a second) refuses most of them: an outage is not stormed."""
+    clock = FakeClock()
+    budget = RetryBudget(clock=clock)
+    with OrdersApi(orders=10, faults=dict.fromkeys(range(1, 100), "503")) as api:
+        source = HttpSource(
+            f"{api.url}/orders", records_path="data", clock=clock, breaker=None,
+            retry=Retry(attempts=50, base_s=0.001, cap_s=0.001), retry_budget=budget,
+            name="storm",
+        )
+        with pytest.raises(SourceUnavailable):
+            list(source.read({}))
+        sent = len(api.log)
+    assert 2 <= sent <= 3  # the first attempt, and what the budget's floor lets through

@@ -24,9 +24,12 @@ the boundary record again); records without a value in the field are kept for th
 judge. The field must compare correctly as a JSON value: numbers, or ISO 8601 strings written in
 one format.
 
-Every request is retried with ``retry`` and passes the endpoint's circuit breaker (``breaker``, a
-``BreakerPolicy``; None for none), keyed by the source's ``name``: after a burst of failures the
-requests fail fast with ``DependencyDown`` until the breaker lets a probe through. httpx errors and
+Every request is retried with ``retry`` (within ``retry_budget``, a ``RetryBudget`` that every
+source of one endpoint should share: retries then add at most about 20 % to the load of first
+attempts, so a dead endpoint is not stormed), and passes the
+endpoint's circuit breaker (``breaker``, a ``BreakerPolicy``; None for none), keyed by the
+source's ``name``: after a burst of failures the requests fail fast with ``DependencyDown``
+until the breaker lets a probe through. httpx errors and
 HTTP statuses become mendflow errors where they enter (``HTTPX_ERRORS`` and ``status_error``, in
 ``mendflow.sources._http_errors``), raised ``from`` the original. ``Pagination`` (in
 ``mendflow.sources.pagination``) says how to ask for each page and how to tell the last.
@@ -47,6 +50,7 @@ from mendflow.batch import Batch, Position
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.exceptions import ConfigError, SchemaMismatch
 from mendflow.resilience.breaker import BreakerPolicy
+from mendflow.resilience.budget import RetryBudget
 from mendflow.resilience.registry import breaker_for
 from mendflow.resilience.retry import Retry, retrying
 from mendflow.sources._http_errors import HTTPX_ERRORS, HTTPX_UNUSED, status_error, translate
@@ -72,6 +76,7 @@ class HttpSource:
         timeout_s: float = 10.0,
         retry: Retry = Retry(),  # noqa: B008 - frozen, so one shared default is safe
         breaker: BreakerPolicy | None = BreakerPolicy(),  # noqa: B008 - frozen as well
+        retry_budget: RetryBudget | None = None,
         clock: Clock = SYSTEM_CLOCK,
         transport: httpx.BaseTransport | None = None,
         name: str = "",
@@ -90,6 +95,7 @@ class HttpSource:
         self.timeout_s = timeout_s
         self.retry = retry
         self.breaker = breaker
+        self.retry_budget = retry_budget
         self.clock = clock
         self.transport = transport
         self.name = name or f"http:{url}"
@@ -154,7 +160,9 @@ class HttpSource:
         uses the same state store); the answer of the attempt that succeeded."""
         reply: Reply | None = None
         breaker = None if self.breaker is None else breaker_for(self.name, self.breaker)
-        for attempt in retrying(self.retry, dependency=self.name, clock=self.clock):
+        budget = self.retry_budget
+        retries = retrying(self.retry, dependency=self.name, clock=self.clock, budget=budget)
+        for attempt in retries:
             with attempt:
                 if breaker is None:
                     reply = self._get(client, url)
