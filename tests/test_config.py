@@ -40,6 +40,13 @@ def test_relative_paths_start_at_the_yaml_files_folder(tmp_path: Path) -> None:
         ({"transforms": [{"python": "nope_module:f"}]}, r"cannot import transform"),
         ({"source": {"type": "http", "url": "ftp://x"}}, r"URL .ftp://x. is not http"),
         ({"source": {"type": "files", "path": "x", "batch_size": 0}}, r"positive whole number"),
+        ({"source": {"type": "http", "url": "http://127.0.0.1:9/x", "breaker": {"mincalls": 3}}},
+         r"source.breaker: unknown key 'mincalls' \(did you mean 'min_calls'\?\)"),
+        ({"source": {"type": "http", "url": "http://127.0.0.1:9/x", "breaker": {"min_calls": 0}}},
+         r"source.breaker: BreakerPolicy min_calls=0 is out of range"),
+        ({"destination": {"type": "duckdb", "path": "x", "table": "t",
+                          "breaker": {"open_s": "fast"}}},
+         r"destination.breaker.open_s must be a number, not a str"),
     ],
 )
 def test_each_mistake_is_named(tmp_path: Path, change: dict[str, object], message: str) -> None:

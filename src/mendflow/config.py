@@ -264,7 +264,10 @@ def _breaker(spec: Mapping[str, Any], where: str) -> BreakerPolicy | None:
     for key, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}.breaker.{key} must be a number, not {describe(value)}.")
-    return BreakerPolicy(**fields)
+    try:
+        return BreakerPolicy(**fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.breaker: {exc}") from None
 
 
 def _state(spec: Any) -> str | None:
