@@ -115,17 +115,25 @@ def test_kills_at_random_moments_then_rerun_matches(
     pipeline = _pipeline(tmp_path, drops, mode)
     rng = random.Random(mode)
     state = f"sqlite:///{tmp_path / 'state.db'}"
-    kills = 0
-    for round_ in range(10):
+    kills, scale = 0, 1.0
+    for round_ in range(12):
         if kills == 4:
             break
         proc = subprocess.Popen([sys.executable, str(CHILD), str(pipeline), state])
         # Start-up takes about the first half; each kill leaves the next run less to do.
-        low, high = (0.4, 0.9) if round_ == 0 else (0.3, 0.6)
-        time.sleep(rng.uniform(low, high) * seconds)
+        low, high = (0.4, 0.9) if round_ == 0 or kills == 0 else (0.3, 0.6)
+        time.sleep(rng.uniform(low, high) * seconds * scale)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
+        elif kills < 2:  # it finished before the kill: check it, then start over, aim sooner
+            proc.wait(timeout=60)
+            assert _outcome(tmp_path) == expected
+            kills = 0
+            (tmp_path / "dest.duckdb").unlink(missing_ok=True)
+            (tmp_path / "dest.duckdb.wal").unlink(missing_ok=True)
+            (tmp_path / "state.db").unlink(missing_ok=True)
+            scale *= 0.7
         proc.wait(timeout=60)
     rerun = _child(pipeline)
     assert rerun.returncode == 0, rerun.stderr
