@@ -67,7 +67,7 @@ def dead_letter_hash(db: Path) -> tuple[int, str]:
     try:
         row = con.execute(
             "SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT "
-            "md5(concat_ws('|', pipeline, batch_id, row_index, stage, reason, record)) AS h "
+            "md5(concat_ws('|', pipeline, batch_id, row_index, stage, reason, hex(record))) AS h "
             "FROM _mendflow_dead_letters)"
         ).fetchone()
     finally:

@@ -113,7 +113,8 @@ def test_dead_letters_commit_with_the_batch(tmp_path: Path) -> None:
     db = tmp_path / "d.duckdb"
     sink = DuckDBSink(db, table="t")
     dead = pa.Table.from_pylist(
-        [{"row_index": 3, "stage": "coerce", "reason": "v: x is not DOUBLE", "record": "{}"}],
+        [{"row_index": 3, "stage": "coerce", "reason": "v: x is not DOUBLE", "record": b"{}",
+          "format": "json"}],
         schema=DEAD_LETTER_SCHEMA,
     )
     sink.write(_load("b1", [{"id": 1}], dead_letters=dead))

@@ -7,6 +7,7 @@ naming the column, the value and the type; reasons are built for those rows only
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import duckdb
@@ -60,18 +61,30 @@ def split(
     return good, _dead_letters(result, mask, stage)
 
 
-def set_aside(con: duckdb.DuckDBPyConnection, table: pa.Table, *, reason: str) -> pa.Table:
-    """Every row of ``table`` as a dead letter with ``reason`` (a quarantined batch)."""
+def set_aside(
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    *,
+    reason: str,
+    raw: pa.Array | None = None,
+) -> pa.Table:
+    """Every row of ``table`` as a dead letter with ``reason`` (a quarantined batch); the
+    record is the row's original bytes when ``raw`` holds them."""
+    checks = json.dumps([{"check": "quarantine", "column": None, "message": reason}])
     sql = (
         "SELECT (row_number() OVER () - 1)::BIGINT AS row_index, 'quarantine' AS stage, "
-        "$reason AS reason, CAST(to_json(__mf_raw) AS VARCHAR) AS record FROM __mf_raw"
+        "$reason AS reason, $checks AS checks, "
+        "encode(CAST(to_json(__mf_raw) AS VARCHAR)) AS record, 'json' AS format FROM __mf_raw"
     )
     con.register("__mf_raw", table)
     try:
-        result = con.sql(sql, params={"reason": reason}).to_arrow_table()
+        result = con.sql(sql, params={"reason": reason, "checks": checks}).to_arrow_table()
     finally:
         con.unregister("__mf_raw")
-    return result.cast(DEAD_LETTER_SCHEMA)
+    dead = result.cast(DEAD_LETTER_SCHEMA)
+    if raw is not None:
+        dead = dead.set_column(4, "record", raw.cast(pa.binary()))
+    return dead
 
 
 def _dead_letters(result: pa.Table, mask: pa.ChunkedArray, stage: str) -> pa.Table:
@@ -82,7 +95,9 @@ def _dead_letters(result: pa.Table, mask: pa.ChunkedArray, stage: str) -> pa.Tab
             index.cast(pa.int64()),
             pa.array([stage] * rows.num_rows, pa.string()),
             rows[_REASON].cast(pa.string()),
-            rows[_RECORD].cast(pa.string()),
+            pa.nulls(rows.num_rows, pa.string()),
+            rows[_RECORD].cast(pa.string()).cast(pa.binary()),
+            pa.array(["json"] * rows.num_rows, pa.string()),
         ],
         schema=DEAD_LETTER_SCHEMA,
     )

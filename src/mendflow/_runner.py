@@ -161,8 +161,8 @@ def _prepare(
             error = quarantine.get(batch.id)
             if error is not None:
                 reason = f"quarantined: {type(error).__name__}: {error}"
-                dead = set_aside(con, batch.data, reason=reason)
-                yield _Prepared(batch, pa.table({}), dead, error)
+                dead = set_aside(con, batch.data, reason=reason, raw=batch.raw)
+                yield _Prepared(batch, pa.table({}), _with_rejects(batch, dead), error)
                 continue
             try:
                 good, dead = split(con, batch.data, types=types, not_null=keys)
@@ -172,7 +172,7 @@ def _prepare(
             except MendflowError as exc:
                 exc.batch_id, exc.stage = batch.id, "prepare"
                 raise
-            yield _Prepared(batch, good, dead)
+            yield _Prepared(batch, good, _with_rejects(batch, dead))
     finally:
         con.close()
 
@@ -183,7 +183,7 @@ def _load(
     """Write one prepared batch, emitting an event at each step."""
     ids = {"run_id": ctx.run_id, "pipeline": pipeline.name}
     batch, good, dead = prepared.batch, prepared.rows, prepared.dead_letters
-    rows = batch.data.num_rows
+    rows = batch.records
     ctx.hooks.emit(
         BatchRead(**ids, at=ctx.now(), batch_id=batch.id, rows=rows, source=batch.source)
     )
@@ -195,7 +195,8 @@ def _load(
     load = Load(
         pipeline=pipeline.name, run_id=ctx.run_id, batch_id=batch.id, data=good,
         position=batch.position, dead_letters=dead, mode=pipeline.write_mode,
-        primary_key=tuple(pipeline.primary_key),
+        primary_key=tuple(pipeline.primary_key), records=batch.records,
+        schema=pipeline.schema, checks=tuple(pipeline.checks),
     )
 
     def staged() -> None:
@@ -228,6 +229,13 @@ def _load(
     else:
         tally.skipped += 1
         ctx.hooks.emit(BatchSkipped(**ids, at=ctx.now(), batch_id=batch.id, rows=rows))
+
+
+def _with_rejects(batch: Batch, dead: pa.Table) -> pa.Table:
+    """The batch's dead letters: those the source could not parse, then the prepared ones."""
+    if not batch.rejects.num_rows:
+        return dead
+    return pa.concat_tables([batch.rejects.cast(dead.schema), dead])
 
 
 def _transform(pipeline: Pipeline, table: pa.Table) -> pa.Table:

@@ -165,6 +165,40 @@ class RunFailed(Event):
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckRan(Event):
+    """A check judged a batch inside its load transaction (``passed`` False: it failed)."""
+
+    batch_id: str
+    check: str
+    blocking: bool
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchemaChanged(Event):
+    """The destination table's schema changed with a batch (new version ``version``).
+
+    ``changes`` lists what changed: ``{"change": "added"|"widened"|"removed"|"discarded"|
+    "narrowed", "column", "from", "to"}``.
+    """
+
+    batch_id: str
+    table: str
+    version: int
+    changes: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsReplayed(Event):
+    """Dead letters were replayed: ``loaded`` left the store, ``failed`` stayed (attempts+1)."""
+
+    loaded: int
+    failed: int
+    skipped: int
+
+
 _KINDS: dict[type[Event], str] = {
     RunStarted: "run.started",
     BatchRead: "batch.read",
@@ -179,6 +213,9 @@ _KINDS: dict[type[Event], str] = {
     BatchQuarantined: "batch.quarantined",
     RunFinished: "run.finished",
     RunFailed: "run.failed",
+    CheckRan: "check.ran",
+    SchemaChanged: "schema.changed",
+    RecordsReplayed: "dlq.replayed",
 }
 
 

@@ -18,6 +18,7 @@ the original, so the cause stays on the traceback and diagnosis never matches me
     │   ├── SourceRejected             a source answered 4xx
     │   ├── SchemaMismatch             data does not fit the declared or destination schema
     │   ├── BadData                    a batch that cannot load as a whole: quarantine it
+    │   │   └── CheckFailed            a blocking audit failed; the batch was rolled back
     │   ├── TransformError             a transform raised; the batch was not loaded
     │   └── DestinationError           the destination refused the write
     └── Interrupted                    the run was stopped on purpose (not retried)
@@ -107,6 +108,17 @@ class SchemaMismatch(PermanentError):
 
 class BadData(PermanentError):
     """Records that cannot be loaded as they are; they belong in quarantine, not in a retry."""
+
+
+class CheckFailed(BadData):
+    """A blocking check failed on a batch: it was rolled back, nothing of it published.
+
+    ``check`` names the check.
+    """
+
+    def __init__(self, message: str, *, check: str, dependency: str = "") -> None:
+        super().__init__(message, dependency=dependency)
+        self.check = check
 
 
 class TransformError(PermanentError):

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mendflow._sql import sql_type
-from mendflow.batch import WRITE_MODES, Position, WriteMode
+from mendflow.batch import SCHEMA_POLICIES, WRITE_MODES, Position, SchemaPolicy, WriteMode
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.exceptions import ConfigError
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
-from mendflow.typing import Hook, Sink, Source, Transform
+from mendflow.typing import Check, Hook, Sink, Source, Transform
 
 if TYPE_CHECKING:
+    from mendflow.contracts.contract import Contract
     from mendflow.state.store import StateStore
 
 #: Holding a batch while the destination is down: retried with backoff for up to 10 minutes.
@@ -50,6 +51,14 @@ class Pipeline:
     write_mode: WriteMode = "append"
     primary_key: Sequence[str] = ()
     columns: Mapping[str, str] = field(default_factory=dict)
+    #: The record contract: column types, nullability and checks; failing rows are dead letters.
+    contract: Contract | None = None
+    #: What a schema change meets at the destination: evolve, freeze or discard_columns.
+    schema: SchemaPolicy = "evolve"
+    #: Audits run on each batch inside its load transaction, before it is published.
+    checks: Sequence[Check] = ()
+    #: How many times ``mendflow dlq replay`` tries a dead letter before leaving it to a person.
+    max_replays: int = 3
     #: The destination's circuit breaker (None: no breaker), and how long a batch is held and
     #: its write retried while the destination is down or its breaker is open.
     destination_breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
@@ -64,6 +73,15 @@ class Pipeline:
             raise ConfigError(
                 f"unknown write mode {self.write_mode!r}; use one of: {', '.join(WRITE_MODES)}."
             )
+        if self.schema not in SCHEMA_POLICIES:
+            raise ConfigError(
+                f"unknown schema policy {self.schema!r}; use one of: {', '.join(SCHEMA_POLICIES)}."
+            )
+        if isinstance(self.max_replays, bool) or not isinstance(self.max_replays, int) or (
+            self.max_replays < 1
+        ):
+            raise ConfigError(f"max_replays must be a whole number >= 1, not {self.max_replays!r}.")
+        object.__setattr__(self, "checks", tuple(self.checks))
         key = (self.primary_key,) if isinstance(self.primary_key, str) else self.primary_key
         object.__setattr__(self, "primary_key", tuple(key))
         object.__setattr__(self, "transforms", tuple(self.transforms))

@@ -7,10 +7,10 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from mendflow.batch import Batch, Load, Position
+from mendflow.batch import Audit, Batch, Finding, Load, Position
 from mendflow.events import Event
 
-__all__ = ["Hook", "Sink", "Source", "Transform"]
+__all__ = ["Check", "Hook", "Sink", "Source", "Transform"]
 
 
 @runtime_checkable
@@ -44,6 +44,21 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release connections; the sink may be used again after."""
+        ...
+
+
+@runtime_checkable
+class Check(Protocol):
+    """Audits a batch inside its load transaction, before commit (write-audit-publish).
+
+    A failed ``blocking`` check rolls the batch back; a failed warning is only recorded.
+    """
+
+    name: str
+    blocking: bool
+
+    def check(self, audit: Audit) -> Finding:
+        """Judge the batch."""
         ...
 
 

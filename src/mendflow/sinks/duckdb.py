@@ -4,7 +4,9 @@ Three tables beside the data keep the load exactly-once:
 
 - ``_mendflow_checkpoints``: the position committed with the last batch of each pipeline;
 - ``_mendflow_batches``: the identity of every committed batch, so one read again is skipped;
-- ``_mendflow_dead_letters``: rows set aside, with the reason and the original record.
+- ``_mendflow_dead_letters``: the dead-letter store: records set aside, with every failed check
+  and the original record (``mendflow.deadletter`` lists, replays and purges it);
+- ``_mendflow_schema_versions``: each version of each table's schema, with the diff from the last.
 
 Write modes: ``append`` inserts; ``merge`` replaces rows with the same primary key (the runner
 hands it batches with one row per key: the last one read); ``replace`` loads the run into a
@@ -24,14 +26,15 @@ import pyarrow as pa
 
 from mendflow._sql import ident
 from mendflow.batch import Load, Position
-from mendflow.exceptions import SchemaMismatch
+from mendflow.sinks import _duckdb_audit as _audit
+from mendflow.sinks import _duckdb_dlq as _dlq
+from mendflow.sinks import _duckdb_schema as _schema
 from mendflow.sinks._duckdb_errors import ERRORS, translate
 
 __all__ = ["COMMITTED", "ERRORS", "STAGED", "DuckDBSink", "translate"]
 
 COMMITTED, STAGED = "committed", "staged"
 _BATCH = "__mf_batch"
-_DEAD = "__mf_dead"
 
 _META = (
     "CREATE TABLE IF NOT EXISTS _mendflow_checkpoints (pipeline VARCHAR, slot VARCHAR, "
@@ -39,9 +42,8 @@ _META = (
     "CREATE TABLE IF NOT EXISTS _mendflow_batches (pipeline VARCHAR, batch_id VARCHAR, "
     "run_id VARCHAR, rows BIGINT, dead_letters BIGINT, committed_at TIMESTAMPTZ, "
     "PRIMARY KEY (pipeline, batch_id))",
-    "CREATE TABLE IF NOT EXISTS _mendflow_dead_letters (pipeline VARCHAR, batch_id VARCHAR, "
-    "row_index BIGINT, run_id VARCHAR, stage VARCHAR, reason VARCHAR, record VARCHAR, "
-    "created_at TIMESTAMPTZ)",
+    *_dlq.DDL,
+    *_schema.DDL,
 )
 
 
@@ -79,7 +81,12 @@ class DuckDBSink:
         return self._slot(con, pipeline, COMMITTED) or {}
 
     def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> bool:
-        """Commit the batch's rows, dead letters and position together; False if already done."""
+        """Commit the batch's rows, dead letters and position together; False if already done.
+
+        Inside the transaction, in order: the table's schema meets the batch's (drift policy),
+        the rows go in, the dead letters go in, the checks audit the batch, the checkpoint moves.
+        A failed blocking check rolls all of it back.
+        """
         con = self._connect()
         try:
             con.begin()
@@ -87,14 +94,20 @@ class DuckDBSink:
                 con.rollback()
                 return False
             target = self._staging if load.mode == "replace" else self.table
-            columns = None
-            if load.data.num_columns:
-                columns = self._write_rows(con, target, load.data, load.mode, load.primary_key)
-            self._write_bookkeeping(con, load)
+            data, dead, columns, changes = load.data, load.dead_letters, None, None
+            if data.num_columns:
+                shaped = _schema.reconcile(con, target, load, self._columns.get(target))
+                data, columns, changes = shaped.data, shaped.columns, shaped.changes
+                dead = _concat(dead, shaped.dead_letters)
+                if data.num_columns:
+                    self._write_rows(con, target, data, load.mode, load.primary_key)
+            _dlq.add(con, load, dead)
+            findings = _audit.audit(con, target, load, data, dead)
+            self._write_bookkeeping(con, load, data.num_rows, dead.num_rows)
             on_staged()
             con.commit()
             if columns is not None:
-                self._columns[target] = columns  # known only once the CREATE is committed
+                self._columns[target] = columns  # known only once the DDL is committed
         except duckdb.Error as exc:
             _rollback(con)
             doing = f"loading batch {load.batch_id} into {self.table}"
@@ -102,6 +115,9 @@ class DuckDBSink:
         except BaseException:
             _rollback(con)
             raise
+        _audit.report(load, findings)
+        if changes is not None:
+            _schema.report(load, target, changes)
         return True
 
     def finish(self, pipeline: str, *, mode: str = "append") -> None:
@@ -197,10 +213,9 @@ class DuckDBSink:
         data: pa.Table,
         mode: str,
         keys: Sequence[str],
-    ) -> frozenset[str]:
+    ) -> None:
         con.register(_BATCH, data)
         try:
-            columns = self._check_columns(con, target, data)
             if mode == "merge":  # the batch is the join's small side: its key range prunes the scan
                 key = ", ".join(ident(k) for k in keys)
                 con.execute(
@@ -209,50 +224,21 @@ class DuckDBSink:
             con.execute(f"INSERT INTO {ident(target)} BY NAME SELECT * FROM {_BATCH}")
         finally:
             _unregister(con, _BATCH)
-        return columns
 
-    def _check_columns(
-        self, con: duckdb.DuckDBPyConnection, target: str, data: pa.Table
-    ) -> frozenset[str]:
-        """Create ``target`` from the batch if missing; refuse columns the table lacks."""
-        known = self._columns.get(target)
-        if known is None:
-            rows = con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                "current_schema() AND table_name = ?",
-                [target],
-            ).fetchall()
-            if not rows:
-                con.execute(f"CREATE TABLE {ident(target)} AS SELECT * FROM {_BATCH} LIMIT 0")
-                rows = [(name,) for name in data.column_names]
-            known = frozenset(r[0] for r in rows)
-        extra = [c for c in data.column_names if c not in known]
-        if extra:
-            raise SchemaMismatch(
-                f"the batch has columns that {self.table} lacks: {', '.join(extra)}. Add them to "
-                "the table (ALTER TABLE ... ADD COLUMN) or drop them in a transform.",
-                dependency=self.name,
-            )
-        return known
-
-    def _write_bookkeeping(self, con: duckdb.DuckDBPyConnection, load: Load) -> None:
-        dead = load.dead_letters
-        if dead.num_rows:
-            con.register(_DEAD, dead)
-            try:
-                con.execute(
-                    "INSERT INTO _mendflow_dead_letters SELECT ?, ?, row_index, ?, stage, reason, "
-                    f"record, now() FROM {_DEAD}",
-                    [load.pipeline, load.batch_id, load.run_id],
-                )
-            finally:
-                _unregister(con, _DEAD)
+    def _write_bookkeeping(
+        self, con: duckdb.DuckDBPyConnection, load: Load, rows: int, dead_letters: int
+    ) -> None:
         con.execute(
             "INSERT INTO _mendflow_batches VALUES (?, ?, ?, ?, ?, now())",
-            [load.pipeline, load.batch_id, load.run_id, load.data.num_rows, dead.num_rows],
+            [load.pipeline, load.batch_id, load.run_id, rows, dead_letters],
         )
-        slot = STAGED if load.mode == "replace" else COMMITTED
-        self._save_slot(con, load.pipeline, slot, load.position)
+        if load.position is not None:
+            slot = STAGED if load.mode == "replace" else COMMITTED
+            self._save_slot(con, load.pipeline, slot, load.position)
+
+
+def _concat(dead: pa.Table, more: pa.Table) -> pa.Table:
+    return pa.concat_tables([dead, more]) if more.num_rows else dead
 
 
 def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
