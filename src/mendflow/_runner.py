@@ -57,6 +57,9 @@ class _Prepared:
     rows: pa.Table
     dead_letters: pa.Table
     quarantined: BaseException | None = None
+    #: Rows the transforms filtered out or a merge superseded on purpose (negative: rows a
+    #: transform added); the load accounts for the rest of the records read (reconciliation).
+    dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -166,13 +169,14 @@ def _prepare(
                 continue
             try:
                 good, dead = split(con, batch.data, types=types, not_null=keys)
+                valid = good.num_rows
                 good = _transform(pipeline, good)
                 if merge and good.num_rows:
                     good = last_per_key(good, keys)
             except MendflowError as exc:
                 exc.batch_id, exc.stage = batch.id, "prepare"
                 raise
-            yield _Prepared(batch, good, _with_rejects(batch, dead))
+            yield _Prepared(batch, good, _with_rejects(batch, dead), dropped=valid - good.num_rows)
     finally:
         con.close()
 
@@ -195,7 +199,7 @@ def _load(
     load = Load(
         pipeline=pipeline.name, run_id=ctx.run_id, batch_id=batch.id, data=good,
         position=batch.position, dead_letters=dead, mode=pipeline.write_mode,
-        primary_key=tuple(pipeline.primary_key), records=batch.records,
+        primary_key=tuple(pipeline.primary_key), records=batch.records - prepared.dropped,
         schema=pipeline.schema, checks=tuple(pipeline.checks),
     )
 

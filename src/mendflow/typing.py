@@ -52,10 +52,18 @@ class Check(Protocol):
     """Audits a batch inside its load transaction, before commit (write-audit-publish).
 
     A failed ``blocking`` check rolls the batch back; a failed warning is only recorded.
+    ``name`` and ``blocking`` are read-only, so a frozen dataclass implements this.
     """
 
-    name: str
-    blocking: bool
+    @property
+    def name(self) -> str:
+        """Names the check in findings, events and errors, e.g. ``unique_key(id)``."""
+        ...
+
+    @property
+    def blocking(self) -> bool:
+        """True: a failure rolls the batch back; False: a failure is only recorded."""
+        ...
 
     def check(self, audit: Audit) -> Finding:
         """Judge the batch."""
