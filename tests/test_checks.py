@@ -230,6 +230,25 @@ def test_a_blocking_volume_check_rolls_the_outlier_back(tmp_path: Path) -> None:
     assert _query(db, "SELECT count(*) FROM orders") == [(500,)]
 
 
+def test_replays_neither_feed_nor_face_the_volume_history(tmp_path: Path) -> None:
+    """Small replay loads (no position, ids ``replay:...``) are not judged by volume and do not
+    drag the median down for the source's next batch."""
+    sink = DuckDBSink(tmp_path / "d.duckdb", table="orders")
+    volume = (Volume(z=1.0, min_history=5, blocking=True),)
+
+    def load(batch_id: str, start: int, rows: int, position: dict[str, int] | None) -> Load:
+        data = pa.table({"id": pa.array(range(start, start + rows), pa.int64())})
+        return Load(pipeline="p", run_id="r", batch_id=batch_id, data=data, position=position,
+                    checks=volume)
+
+    for n in range(5):
+        assert sink.write(load(f"b{n}", n * 100, 100, {"n": n}))
+    for n in range(6):
+        assert sink.write(load(f"replay:{n}", 1000 + n, 1, None))
+    assert sink.write(load("b5", 2000, 100, {"n": 5}))  # median 100, not 1
+    sink.close()
+
+
 # -- the destination after a failed blocking check -------------------------------------------
 
 

@@ -81,13 +81,14 @@ def _audit_of(
 
 def _history(con: duckdb.DuckDBPyConnection, pipeline: str, window: int) -> tuple[int, ...]:
     """Rows of the pipeline's newest ``window`` committed batches that loaded any, oldest first
-    (a quarantined batch loaded none; the batch being audited is not committed yet)."""
+    (a quarantined batch loaded none; the batch being audited is not committed yet). Replays
+    (ids ``replay:...``, see ``mendflow._replay``) are not the source's volume: left out."""
     if window <= 0:
         return ()
     rows = con.execute(
         "SELECT rows FROM (SELECT rows, committed_at, rowid AS n FROM _mendflow_batches "
-        "WHERE pipeline = ? AND rows > 0 ORDER BY committed_at DESC, n DESC LIMIT ?) "
-        "ORDER BY committed_at, n",
+        "WHERE pipeline = ? AND rows > 0 AND NOT starts_with(batch_id, 'replay:') "
+        "ORDER BY committed_at DESC, n DESC LIMIT ?) ORDER BY committed_at, n",
         [pipeline, window],
     ).fetchall()
     return tuple(int(row[0]) for row in rows)
