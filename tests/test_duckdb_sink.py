@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from mendflow.batch import DEAD_LETTER_SCHEMA, Load
-from mendflow.exceptions import MendflowError, SchemaMismatch
+from mendflow.exceptions import MendflowError
 from mendflow.sinks.duckdb import ERRORS, DuckDBSink
 
 
@@ -126,13 +126,18 @@ def test_dead_letters_commit_with_the_batch(tmp_path: Path) -> None:
 
 
 def test_a_batch_with_an_unknown_column_is_refused_with_advice(tmp_path: Path) -> None:
-    """A new column is not silently dropped: the write fails, naming it."""
+    """A new column is never silently dropped: evolve adds it, freeze sets its rows aside."""
     sink = DuckDBSink(tmp_path / "d.duckdb", table="t")
-    sink.write(_load("b1", [{"id": 1}]))
-    with pytest.raises(SchemaMismatch, match="extra_col"):
-        sink.write(_load("b2", [{"id": 2, "extra_col": 5}]))
-    assert sink.position("p") == {"at": "b1"}
+    sink.write(_load("b1", [{"id": 1}], schema="freeze"))
+    sink.write(_load("b2", [{"id": 2, "extra_col": 5}], schema="freeze"))
+    sink.write(_load("b3", [{"id": 3, "extra_col": 6}]))
+    assert sink.position("p") == {"at": "b3"}
     sink.close()
+    assert _rows(tmp_path / "d.duckdb") == [(1, None), (3, 6)]
+    con = duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True)
+    reasons = con.execute("SELECT batch_id, reason FROM _mendflow_dead_letters").fetchall()
+    con.close()
+    assert reasons == [("b2", "column `extra_col` is not in table t (schema frozen)")]
 
 
 def test_hostile_identifiers_are_only_names(tmp_path: Path) -> None:

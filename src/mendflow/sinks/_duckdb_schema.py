@@ -1,65 +1,381 @@
 """The DuckDB table's schema meets the batch's, inside the load transaction.
 
-Creates the table from the first batch; a batch with columns the table lacks is refused.
-(Placeholder: schema drift policies and the version history land here.)
+The first batch creates the table (version 1). Later batches are compared with the table
+(``mendflow.contracts.schema.diff``) and the load's policy decides (``plan``): the DDL
+(``ADD COLUMN``, ``ALTER COLUMN ... TYPE``) and the new row of ``_mendflow_schema_versions`` run
+in the load's transaction, so they roll back with it. Values whose type does not fit the table's
+are checked in one DuckDB query (``TRY_CAST`` there and back, compared); rows that do not
+survive become dead letters (stage ``load``), or under ``freeze`` the whole batch is quarantined.
+
+Columns whose every value is null (DuckDB type ``NULL``) add nothing: the table is created and
+evolved without them until a batch brings values. A table made outside mendflow starts its
+history at its first change. In replace mode the history is kept under the table's own name,
+and a staging table created with the columns of the last version adds no version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mendflow._sql import ident
-from mendflow.batch import Load, no_dead_letters
-from mendflow.exceptions import SchemaMismatch
+from mendflow.batch import DEAD_LETTER_SCHEMA, Load, Stage, no_dead_letters
+from mendflow.contracts.schema import (
+    NULL,
+    Change,
+    Column,
+    Plan,
+    Retyped,
+    SchemaDiff,
+    Version,
+    between,
+    diff,
+    plan,
+    settle,
+)
+from mendflow.events import BatchQuarantined, SchemaChanged, emit_in_run
 
 _BATCH = "__mf_shape"
+_STAGE = "_mendflow_stage__"
+_ALIASES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "TIME WITH TIME ZONE": "TIMETZ",
+            '"NULL"': NULL}
 
-DDL: tuple[str, ...] = ()
+DDL: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS _mendflow_schema_versions (table_name VARCHAR NOT NULL, "
+    "version INTEGER NOT NULL, pipeline VARCHAR NOT NULL, run_id VARCHAR NOT NULL, "
+    "batch_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL, columns VARCHAR NOT NULL, "
+    "changes VARCHAR NOT NULL, PRIMARY KEY (table_name, version))",
+)
+
+#: A table's columns, in order, with their types.
+Columns = tuple[Column, ...]
+
+__all__ = ["DDL", "Columns", "Drift", "Reconciled", "Version", "columns_of", "history",
+           "reconcile", "report"]
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """What a batch changed or met, reported after the commit: the table's ``version`` after it,
+    the ``changes``, and the rows of a quarantined batch with the reason."""
+
+    table: str
+    version: int
+    changes: tuple[Change, ...] = ()
+    quarantined: int = 0
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
-    """The batch as it goes into the table, rows set aside, the table's columns after, and the
-    schema changes made (None: none)."""
+    """The batch as it goes into the table, rows set aside, the table's columns after, and what
+    changed (None: nothing to report)."""
 
     data: pa.Table
-    columns: frozenset[str]
+    columns: Columns
     dead_letters: pa.Table = field(default_factory=no_dead_letters)
-    changes: tuple[dict[str, Any], ...] | None = None
+    changes: Drift | None = None
 
 
 def reconcile(
-    con: duckdb.DuckDBPyConnection, target: str, load: Load, known: frozenset[str] | None
+    con: duckdb.DuckDBPyConnection, target: str, load: Load, known: Columns | None
 ) -> Reconciled:
-    """Create ``target`` from the batch if missing; refuse columns the table lacks."""
-    data = load.data
-    if known is None:
-        rows = con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-            "current_schema() AND table_name = ?",
-            [target],
-        ).fetchall()
-        if not rows:
-            con.register(_BATCH, data)
-            try:
-                con.execute(f"CREATE TABLE {ident(target)} AS SELECT * FROM {_BATCH} LIMIT 0")
-            finally:
-                con.unregister(_BATCH)
-            rows = [(name,) for name in data.column_names]
-        known = frozenset(r[0] for r in rows)
-    extra = [c for c in data.column_names if c not in known]
-    if extra:
-        raise SchemaMismatch(
-            f"the batch has columns that {target} lacks: {', '.join(extra)}. Add them to "
-            "the table (ALTER TABLE ... ADD COLUMN) or drop them in a transform.",
-            dependency=target,
+    """Create ``target`` from the batch if missing, else apply the load's schema policy."""
+    con.register(_BATCH, load.data)
+    try:
+        batch = _described(con.execute(f"DESCRIBE SELECT * FROM {_BATCH}").fetchall())
+        table = known if known is not None else columns_of(con, target)
+        if not table:
+            return _create(con, target, load, batch)
+        return _meet(con, target, load, table, batch)
+    finally:
+        with contextlib.suppress(duckdb.TransactionException):
+            con.unregister(_BATCH)
+
+
+def report(load: Load, target: str, changes: Drift) -> None:
+    """Emit what changed (``schema.changed``) and a quarantine (``batch.quarantined``)."""
+    if changes.changes:
+        emit_in_run(
+            SchemaChanged, batch_id=load.batch_id, table=changes.table, version=changes.version,
+            changes=tuple(c.as_dict() for c in changes.changes),
         )
-    return Reconciled(data, known)
+    if changes.quarantined:
+        emit_in_run(
+            BatchQuarantined, batch_id=load.batch_id, rows=changes.quarantined,
+            reason=changes.reason, error_type="SchemaMismatch",
+        )
 
 
-def report(load: Load, target: str, changes: tuple[dict[str, Any], ...]) -> None:
-    """Emit what changed, after the commit."""
+def history(con: duckdb.DuckDBPyConnection, table: str) -> list[Version]:
+    """Every recorded version of ``table``'s schema, oldest first, with its diff."""
+    rows = con.execute(
+        "SELECT version, pipeline, run_id, batch_id, epoch_us(changed_at), columns, changes "
+        "FROM _mendflow_schema_versions WHERE table_name = ? ORDER BY version",
+        [table],
+    ).fetchall()
+    return [
+        Version(
+            table=table, version=v, pipeline=p, run_id=r, batch_id=b,
+            at=dt.datetime.fromtimestamp(at / 1e6, dt.UTC).isoformat(),
+            columns=tuple(Column(n, t) for n, t in json.loads(cols).items()),
+            changes=tuple(
+                Change(c["change"], c["column"], c["from"], c["to"]) for c in json.loads(changes)
+            ),
+        )
+        for v, p, r, b, at, cols, changes in rows
+    ]
+
+
+def columns_of(con: duckdb.DuckDBPyConnection, table: str) -> Columns:
+    """The columns of ``table`` in order (none: no such table)."""
+    return _described(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    )
+
+
+# -- creating and meeting -------------------------------------------------------------------
+
+
+def _create(
+    con: duckdb.DuckDBPyConnection, target: str, load: Load, batch: Columns
+) -> Reconciled:
+    """The table from the batch's typed columns (all text when none has a type yet)."""
+    typed = [c for c in batch if c.type != NULL]
+    select = ", ".join(ident(c.name) for c in typed) or ", ".join(
+        f"CAST({ident(c.name)} AS VARCHAR) AS {ident(c.name)}" for c in batch
+    )
+    con.execute(f"CREATE TABLE {ident(target)} AS SELECT {select} FROM {_BATCH} LIMIT 0")
+    columns = columns_of(con, target)
+    name = _public(target, load)
+    last = _last(con, name)
+    changes = between(last or (), columns)
+    drift = None
+    if changes or last is None:
+        drift = Drift(name, _record(con, load, name, columns, changes), changes)
+    return Reconciled(load.data.select([c.name for c in columns]), columns, changes=drift)
+
+
+def _meet(
+    con: duckdb.DuckDBPyConnection, target: str, load: Load, table: Columns, batch: Columns
+) -> Reconciled:
+    """Apply the policy's plan: check values, quarantine or alter, and shape the batch."""
+    found = diff(table, batch)
+    if load.schema != "freeze" and any(r.held for r in found.retyped):
+        found = settle(found, _held(con, target, found))
+    todo = plan(found, load.schema)
+    have = {c.name for c in table}
+    drop = [c.name for c in batch if c.name not in have and c.type == NULL]
+    drop += [*todo.discard, *todo.reject]
+    if not todo.changes and not drop:
+        return Reconciled(load.data, table)
+    name = _public(target, load)
+    split = _split(con, name, todo) if todo.check or todo.reject else None
+    if split is not None and todo.quarantine and pc.any(split["broken"]).as_py():
+        return _quarantine(con, load, name, table, split)
+    columns = table
+    if todo.ddl:
+        _alter(con, target, todo)
+        columns = columns_of(con, target)
+        version = _record(con, load, name, columns, todo.ddl)
+    else:
+        version = _version(con, name)
+    data, dead = load.data, no_dead_letters()
+    if split is not None:
+        data, dead = _apart(data, split, "load")
+    drift = Drift(name, version, todo.changes) if todo.changes else None
+    return Reconciled(data.drop_columns(drop), columns, dead, drift)
+
+
+def _held(con: duckdb.DuckDBPyConnection, target: str, found: SchemaDiff) -> list[str]:
+    """The columns whose every value survives the round trip into their held widening."""
+    held = [r for r in found.retyped if r.held]
+    checks = ", ".join(f"coalesce(bool_and({_kept(r)}), TRUE)" for r in held)
+    (fit,) = con.execute(f"SELECT {checks} FROM {ident(target)}").fetchall()
+    return [r.column for r, ok in zip(held, fit, strict=True) if ok]
+
+
+def _kept(retyped: Retyped) -> str:
+    """SQL: the table's value comes back unchanged from the held widening (or is null)."""
+    column = ident(retyped.column)
+    there = f"TRY_CAST({column} AS {retyped.held})"
+    return f"{column} IS NULL OR coalesce(TRY_CAST({there} AS {retyped.table}) = {column}, FALSE)"
+
+
+def _alter(con: duckdb.DuckDBPyConnection, target: str, todo: Plan) -> None:
+    table = ident(target)
+    for column in todo.add:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(column.name)} {column.type}")
+    for change in todo.widen:
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN {ident(change.column)} TYPE {change.after}")
+
+
+# -- values that do not fit ------------------------------------------------------------------
+
+
+def _split(con: duckdb.DuckDBPyConnection, table: str, todo: Plan) -> pa.Table:
+    """One query over the batch: per row ``ok``, ``broken`` (a value does not fit its column's
+    type) and, for rows not ok (every row when the batch may be quarantined), the reason, the
+    checks as JSON and the row as a JSON object."""
+    problems, params = _problems(table, todo)
+    every = "TRUE" if todo.quarantine and todo.check else "FALSE"
+    failed = "len(__mf_p) > 0"
+    return con.sql(
+        f"SELECT NOT ({failed}) AS ok, "
+        "len(list_filter(__mf_p, lambda x: struct_extract(x, 'check') = 'schema_type')) > 0 "
+        "AS broken, "
+        f"CASE WHEN {failed} THEN array_to_string("
+        "list_transform(__mf_p, lambda x: struct_extract(x, 'message')), '; ') END AS reason, "
+        f"CASE WHEN {failed} THEN to_json(__mf_p)::VARCHAR END AS checks, "
+        f"CASE WHEN {failed} OR {every} THEN encode(to_json(__mf_r)::VARCHAR) END AS record "
+        f"FROM (SELECT {problems} AS __mf_p, __mf_r FROM {_BATCH} AS __mf_r)",
+        params=params,
+    ).to_arrow_table()
+
+
+def _problems(table: str, todo: Plan) -> tuple[str, list[object]]:
+    """A list expression of the row's problems, each ``{check, column, message}``; the names,
+    messages and table go in as bound values."""
+    parts: list[str] = []
+    params: list[object] = []
+    for change in todo.check:
+        column = ident(change.column)
+        fits = f"{column} IS NULL OR coalesce({_survives(column, change)}, false)"
+        parts.append(
+            f"CASE WHEN NOT ({fits}) THEN {{'check': 'schema_type', 'column': ?, "
+            f"'message': concat(?, left(to_json({column})::VARCHAR, 80), ?)}} END"
+        )
+        params += [change.column, f"column `{change.column}`: value ",
+                   f" ({change.before}) does not fit the {change.after} column of table "
+                   f"{table} without loss"]
+    for name in todo.reject:
+        parts.append(
+            f"CASE WHEN {ident(name)} IS NOT NULL THEN {{'check': 'schema_frozen', "
+            "'column': ?, 'message': ?} END"
+        )
+        params += [name, f"column `{name}` is not in table {table} (schema frozen)"]
+    return f"list_filter([{', '.join(parts)}], lambda x: x IS NOT NULL)", params
+
+
+def _survives(column: str, change: Change) -> str:
+    """SQL: the value comes back unchanged from the table's type (text: it parses, and a number
+    or a date parsed as the table's type equals the same text parsed wide)."""
+    into, back = change.after, change.before
+    cast = f"TRY_CAST({column} AS {into})"
+    if back != "VARCHAR":
+        return f"TRY_CAST({cast} AS {back}) = {column}"
+    if into == "DATE":
+        return f"{cast}::TIMESTAMP = TRY_CAST({column} AS TIMESTAMP)"
+    if _numeric(into or ""):
+        return f"{cast}::DOUBLE = TRY_CAST({column} AS DOUBLE)"
+    return f"{cast} IS NOT NULL"
+
+
+def _numeric(kind: str) -> bool:
+    return kind.startswith("DECIMAL") or kind.endswith("INT") or kind in (
+        "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER",
+        "UBIGINT", "FLOAT", "DOUBLE",
+    )
+
+
+def _apart(data: pa.Table, split: pa.Table, stage: Stage) -> tuple[pa.Table, pa.Table]:
+    """The rows that fit, and the others as dead letters of ``stage``."""
+    ok = split["ok"]
+    if pc.all(ok).as_py():
+        return data, no_dead_letters()
+    bad = pc.invert(ok)
+    return data.filter(ok), _dead(pc.indices_nonzero(bad), split.filter(bad), stage)
+
+
+def _quarantine(
+    con: duckdb.DuckDBPyConnection, load: Load, table: str, columns: Columns, split: pa.Table
+) -> Reconciled:
+    """Every row of the batch to the dead-letter store: a value does not fit a frozen table."""
+    broken = split.filter(split["broken"])
+    summary = (
+        f"batch quarantined: table {table}'s schema is frozen and {broken.num_rows} of the "
+        f"batch's {split.num_rows} rows do not fit it"
+    )
+    first = f"{summary}; first: {broken['reason'][0].as_py()}"
+    own = split["reason"]
+    reason = pc.if_else(
+        pc.is_null(own), first, pc.binary_join_element_wise(summary, own, "; this row: ")
+    )
+    checks = json.dumps([{"check": "schema_type", "column": None, "message": first}])
+    shaped = split.set_column(2, "reason", reason).set_column(
+        3, "checks", pc.if_else(pc.is_null(split["checks"]), checks, split["checks"])
+    )
+    dead = _dead(pa.array(np.arange(split.num_rows, dtype=np.int64)), shaped, "quarantine")
+    names = {c.name for c in columns}
+    empty = load.data.select([n for n in load.data.column_names if n in names]).slice(0, 0)
+    drift = Drift(table, _version(con, table), (), split.num_rows, summary)
+    return Reconciled(empty, columns, dead, drift)
+
+
+def _dead(rows: pa.Array, split: pa.Table, stage: Stage) -> pa.Table:
+    n = split.num_rows
+    return pa.table(
+        [rows.cast(pa.int64()), pa.array([stage] * n, pa.string()), split["reason"],
+         split["checks"], split["record"], pa.array(["json"] * n, pa.string())],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+# -- versions --------------------------------------------------------------------------------
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    load: Load,
+    table: str,
+    columns: Columns,
+    changes: Sequence[Change],
+) -> int:
+    """Write the table's next version with its diff; return its number."""
+    version = _version(con, table) + 1
+    con.execute(
+        "INSERT INTO _mendflow_schema_versions VALUES (?, ?, ?, ?, ?, now(), ?, ?)",
+        [table, version, load.pipeline, load.run_id, load.batch_id,
+         json.dumps({c.name: c.type for c in columns}),
+         json.dumps([c.as_dict() for c in changes])],
+    )
+    return version
+
+
+def _version(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    rows = con.execute(
+        "SELECT coalesce(max(version), 0) FROM _mendflow_schema_versions WHERE table_name = ?",
+        [table],
+    ).fetchall()  # fetched to the end: a pending result would block unregistering the batch
+    return int(rows[0][0])
+
+
+def _last(con: duckdb.DuckDBPyConnection, table: str) -> Columns | None:
+    rows = con.execute(
+        "SELECT columns FROM _mendflow_schema_versions WHERE table_name = ? "
+        "ORDER BY version DESC LIMIT 1",
+        [table],
+    ).fetchall()
+    return tuple(Column(n, t) for n, t in json.loads(rows[0][0]).items()) if rows else None
+
+
+def _public(target: str, load: Load) -> str:
+    """The table's own name (a replace run loads into a staging table named after it)."""
+    return target.removeprefix(_STAGE) if load.mode == "replace" else target
+
+
+def _described(rows: Sequence[Sequence[Any]]) -> Columns:
+    return tuple(Column(str(r[0]), _ALIASES.get(str(r[1]), str(r[1]))) for r in rows)

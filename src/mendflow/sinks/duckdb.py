@@ -29,6 +29,7 @@ from mendflow.batch import Load, Position
 from mendflow.sinks import _duckdb_audit as _audit
 from mendflow.sinks import _duckdb_dlq as _dlq
 from mendflow.sinks import _duckdb_schema as _schema
+from mendflow.sinks._duckdb_dlq import DuckDBDeadLetters
 from mendflow.sinks._duckdb_errors import ERRORS, translate
 
 __all__ = ["COMMITTED", "ERRORS", "STAGED", "DuckDBSink", "translate"]
@@ -66,7 +67,7 @@ class DuckDBSink:
         self.memory_limit = memory_limit
         self.name = name or f"duckdb:{self.path}"
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._columns: dict[str, frozenset[str]] = {}  # tables' columns as this sink made them
+        self._columns: dict[str, _schema.Columns] = {}  # tables' columns as this sink made them
 
     # -- the Sink interface -------------------------------------------------------------------
 
@@ -146,6 +147,14 @@ class DuckDBSink:
             doing = f"publishing the replacement of {self.table}"
             raise translate(exc, doing, dependency=self.name) from exc
 
+    def dead_letters(self) -> DuckDBDeadLetters:
+        """The dead-letter store kept beside the table (see ``mendflow.deadletter``)."""
+        return DuckDBDeadLetters(self._connect, name=self.name)
+
+    def schema_history(self) -> list[_schema.Version]:
+        """Every version of the table's schema, oldest first, with its diff from the last."""
+        return _schema.history(self._connect(), self.table)
+
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the file)."""
         self._columns.clear()
@@ -163,6 +172,7 @@ class DuckDBSink:
         if self._con is None:
             try:
                 self._con = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
+                _dlq.migrate(self._con)
                 for statement in _META:
                     self._con.execute(statement)
             except duckdb.Error as exc:

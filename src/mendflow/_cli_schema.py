@@ -1,0 +1,66 @@
+"""``mendflow schema``: the destination table's schema versions, with their diffs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from mendflow import config
+from mendflow.contracts.schema import Change, Version
+from mendflow.exceptions import ConfigError
+from mendflow.sinks.duckdb import DuckDBSink
+
+__all__ = ["schema"]
+
+_MARKS = {"added": "+", "widened": "~", "narrowed": "~", "removed": "-", "discarded": "x"}
+
+schema = click.Group("schema", help="The destination table's schema: its versions and diffs.")
+
+
+@schema.command("history")
+@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(pipeline_file: str, as_json: bool) -> None:
+    """Every version of the schema of PIPELINE_FILE's destination table, oldest first."""
+    sink = config.load(pipeline_file).pipeline.destination
+    if not isinstance(sink, DuckDBSink):  # pragma: no cover - YAML builds DuckDB sinks only
+        raise ConfigError(f"{pipeline_file}: its destination keeps no schema history.")
+    versions = _versions(sink)
+    if as_json:
+        click.echo(json.dumps([v.as_dict() for v in versions]))
+        return
+    if not versions:
+        click.echo(f"no schema versions of {sink.table} yet; run the pipeline to create it.")
+        return
+    for version in versions:
+        click.echo(render(version))
+
+
+def render(version: Version) -> str:
+    """One version as text: a header line, then one line per change."""
+    head = (
+        f"{version.table} v{version.version}  {version.at}  pipeline {version.pipeline}, "
+        f"run {version.run_id}, batch {version.batch_id}"
+    )
+    return "\n".join([head, *(f"  {line(c)}" for c in version.changes)])
+
+
+def line(change: Change) -> str:
+    """``+ col TYPE``, ``~ col OLD → NEW``, ``- col``."""
+    mark = _MARKS[change.change]
+    if change.change in ("widened", "narrowed"):
+        return f"{mark} {change.column} {change.before} → {change.after}"
+    if change.change == "added":
+        return f"{mark} {change.column} {change.after}"
+    return f"{mark} {change.column}"
+
+
+def _versions(sink: DuckDBSink) -> list[Version]:
+    if not os.path.exists(sink.path):
+        return []  # never loaded: nothing to show, and no empty database left behind
+    try:
+        return sink.schema_history()
+    finally:
+        sink.close()
