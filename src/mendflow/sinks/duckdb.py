@@ -67,7 +67,7 @@ class DuckDBSink:
         self.memory_limit = memory_limit
         self.name = name or f"duckdb:{self.path}"
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._columns: dict[str, frozenset[str]] = {}  # tables' columns as this sink made them
+        self._columns: dict[str, _schema.Columns] = {}  # tables' columns as this sink made them
 
     # -- the Sink interface -------------------------------------------------------------------
 
@@ -150,6 +150,10 @@ class DuckDBSink:
     def dead_letters(self) -> DuckDBDeadLetters:
         """The dead-letter store kept beside the table (see ``mendflow.deadletter``)."""
         return DuckDBDeadLetters(self._connect, name=self.name)
+
+    def schema_history(self) -> list[_schema.Version]:
+        """Every version of the table's schema, oldest first, with its diff from the last."""
+        return _schema.history(self._connect(), self.table)
 
     def close(self) -> None:
         """Close the connection (DuckDB checkpoints the file)."""
