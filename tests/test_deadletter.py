@@ -325,6 +325,26 @@ def test_records_of_mixed_types_replay_without_crashing(tmp_path: Path) -> None:
     assert _stored_order_ids(db) == [103]
 
 
+def test_rows_the_destination_sets_aside_stay_in_the_store_as_failed(tmp_path: Path) -> None:
+    """A replayed value that does not fit the table's column fails at stage load, in place."""
+    path = _setup(tmp_path)
+    db = tmp_path / "w.duckdb"
+    _run(path)
+    with _opened(path) as store:
+        store.purge(Filter(pipeline="orders"))
+    _put(db, [(b'{"id": 901, "amount": "12.5"}', "json"), (b'{"id": 902, "amount": "abc"}',
+                                                          "json")])
+    spec = yaml.safe_load(path.read_text())
+    del spec["columns"]
+    write_pipeline(path, **spec)
+    result = replay(_pipeline(path))
+    assert (result.loaded, result.failed) == (1, 1)
+    assert [i for i in _table_ids(db) if i > 900] == [901]
+    rows = _store(db)
+    assert [(r[1], r[4], bytes(r[6])) for r in rows] == [
+        (2, "load", b'{"id": 902, "amount": "abc"}')]
+
+
 def test_csv_and_byte_records_are_skipped_and_broken_json_fails_at_parse(tmp_path: Path) -> None:
     """Records that cannot be parsed alone are left as they are; broken JSON fails again."""
     path = _setup(tmp_path)
@@ -334,6 +354,7 @@ def test_csv_and_byte_records_are_skipped_and_broken_json_fails_at_parse(tmp_pat
         store.purge(Filter(pipeline="orders"))
     _put(db, [(b"1,2,3", "csv"), (b"\xff\xfe", "bytes"), (b'{"id": 5, "amount', "json"),
               (b"[1, 2]", "json"), (b"\xff{}", "json")], stage="parse")
+    _fix(path)  # a transform that would fail on a batch without columns
     result = replay(_pipeline(path))
     assert (result.loaded, result.failed, result.skipped) == (0, 3, 2)
     rows = _store(db)

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 
 from mendflow import _engine
 from mendflow._runner import _prepare
-from mendflow.batch import DEAD_LETTER_SCHEMA, Batch, Load
+from mendflow.batch import DEAD_LETTER_SCHEMA, Batch, Load, no_dead_letters
 from mendflow.clock import Clock
-from mendflow.deadletter import DeadLetter, Filter, ReplayResult, store_for
+from mendflow.deadletter import DeadLetter, DeadLetterStore, Filter, ReplayResult, store_for
 from mendflow.events import Hooks, RecordsReplayed, RunContext, bind_run, unbind_run
 from mendflow.exceptions import ConfigError, SchemaMismatch
 from mendflow.pipeline import Pipeline
@@ -70,10 +70,7 @@ def run_replay(
         poison = 0 if force else store.count(
             dataclasses.replace(where, limit=None), min_attempts=pipeline.max_replays
         )
-        cap = None if force else pipeline.max_replays
-        tally = _Tally()
-        for letters in store.pending(where, max_attempts=cap, size=chunk):
-            _replay_chunk(pipeline, context.run_id, letters, tally)
+        tally = _replay_all(pipeline, store, where, force=force, chunk=chunk, run_id=context.run_id)
         context.hooks.emit(
             RecordsReplayed(
                 run_id=context.run_id, pipeline=pipeline.name, at=clock.now(),
@@ -88,14 +85,30 @@ def run_replay(
     )
 
 
+def _replay_all(
+    pipeline: Pipeline, store: DeadLetterStore, where: Filter, *, force: bool, chunk: int,
+    run_id: str,
+) -> _Tally:
+    """Replay chunk after chunk; count what each left in the store (failed) or took out."""
+    tally = _Tally()
+    cap = None if force else pipeline.max_replays
+    for letters in store.pending(where, max_attempts=cap, size=chunk):
+        ids = _replay_chunk(pipeline, run_id, letters, tally)
+        if ids:
+            left = store.count(Filter(pipeline=pipeline.name, ids=ids), min_attempts=0)
+            tally.failed += left
+            tally.loaded += len(ids) - left
+    return tally
+
+
 def _replay_chunk(
     pipeline: Pipeline, run_id: str, letters: Sequence[DeadLetter], tally: _Tally
-) -> None:
-    """Replay one chunk as one load."""
+) -> tuple[int, ...]:
+    """Replay one chunk as one load; return the ids replayed (those still stored failed)."""
     replayable = [letter for letter in letters if letter.format == "json"]
     tally.skipped += len(letters) - len(replayable)
     if not replayable:
-        return
+        return ()
     ids = pa.array([letter.id for letter in replayable], pa.int64())
     records = pa.array([letter.record for letter in replayable], pa.binary())
     batch_id = _batch_id(replayable)
@@ -104,17 +117,19 @@ def _replay_chunk(
         id=batch_id, data=parsed.data, position={}, source="dead letters",
         raw=records.take(parsed.rows),
     )
-    prepared = next(_prepare(pipeline, iter([batch]), {}))
-    layout = _layout(ids, parsed.rows, prepared.dead_letters, unparsed)
+    rows, dead, dropped = pa.table({}), no_dead_letters(), 0
+    if batch.data.num_rows:
+        [prepared] = list(_prepare(pipeline, iter([batch]), {}))
+        rows, dead, dropped = prepared.rows, prepared.dead_letters, prepared.dropped
+    layout = _layout(ids, parsed.rows, dead, unparsed)
     load = Load(
-        pipeline=pipeline.name, run_id=run_id, batch_id=batch_id, data=prepared.rows,
+        pipeline=pipeline.name, run_id=run_id, batch_id=batch_id, data=rows,
         position=None, dead_letters=layout.dead_letters, mode=pipeline.write_mode,
-        primary_key=tuple(pipeline.primary_key), records=len(replayable) - prepared.dropped,
+        primary_key=tuple(pipeline.primary_key), records=len(replayable) - dropped,
         schema=pipeline.schema, checks=tuple(pipeline.checks), replay_ids=layout.replay_ids,
     )
-    if pipeline.destination.write(load):
-        tally.failed += layout.failed
-        tally.loaded += len(replayable) - layout.failed
+    pipeline.destination.write(load)
+    return tuple(letter.id for letter in replayable)
 
 
 def _batch_id(letters: Sequence[DeadLetter]) -> str:
@@ -126,14 +141,10 @@ def _batch_id(letters: Sequence[DeadLetter]) -> str:
 
 def _text_columns(pipeline: Pipeline) -> frozenset[str]:
     """Columns a run reads as raw text: the declared ones and those of the contract."""
+    contract: Any = getattr(pipeline.contract, "columns", None) or {}
     names = set(pipeline.columns)
-    columns: Any = getattr(pipeline.contract, "columns", None) or ()
-    if isinstance(columns, dict):
-        names.update(columns)
-    else:
-        names.update(getattr(c, "name", c) for c in columns if isinstance(getattr(c, "name", c),
-                                                                           str))
-    return frozenset(names)
+    names.update(contract if isinstance(contract, Mapping) else ())
+    return frozenset(str(name) for name in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +222,6 @@ class _Layout:
 
     replay_ids: tuple[int, ...]
     dead_letters: pa.Table
-    failed: int
 
 
 def _layout(ids: pa.Array, rows: pa.Array, dead: pa.Table, unparsed: pa.Table) -> _Layout:
@@ -232,4 +242,4 @@ def _layout(ids: pa.Array, rows: pa.Array, dead: pa.Table, unparsed: pa.Table) -
     at = pa.array(range(start + len(again), len(order)), pa.int64())
     unparsed = unparsed.set_column(0, "row_index", at)
     letters = pa.concat_tables([dead.cast(DEAD_LETTER_SCHEMA), unparsed])
-    return _Layout(tuple(order.to_pylist()), letters, len(again) + len(never))
+    return _Layout(tuple(order.to_pylist()), letters)
