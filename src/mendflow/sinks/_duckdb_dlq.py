@@ -196,9 +196,9 @@ class DuckDBDeadLetters:
     def export(self, where: Filter, out: IO[str]) -> int:
         """Write the dead letters selected to ``out`` as JSON lines; return how many."""
         count = 0
-        for letter in self.list(where):
-            out.write(json.dumps(letter.as_dict(), ensure_ascii=False) + "\n")
-            count += 1
+        for chunk in self.pending(where, max_attempts=None, size=10_000):  # bounded memory
+            out.writelines(json.dumps(x.as_dict(), ensure_ascii=False) + "\n" for x in chunk)
+            count += len(chunk)
         return count
 
     def pending(
