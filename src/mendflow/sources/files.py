@@ -5,8 +5,17 @@ time). A file already loaded is not read again; a new file, or one whose fingerp
 (in full: in append mode the rows of its earlier version stay, so rewrite files only with merge).
 A file modified less than ``min_age_s`` ago is left for a later run, so a file still being copied
 into the folder is not loaded half-written.
-Inside a file, the position is the number of rows committed, so a run that died half-way through
-a file resumes at the next row. DuckDB parses the files and streams Arrow batches.
+Inside a file, the position says how far the file was consumed (for JSON lines the byte offset
+and line number past the last record committed, for CSV and Parquet the rows committed), so a run
+that died half-way through a file resumes at the next record.
+
+Input that cannot be parsed is a dead letter (``Batch.rejects``, stage ``parse``), kept
+byte-exact: a JSON line that is broken, not UTF-8, not an object, over ``max_record_bytes`` or
+with a field over ``max_field_bytes``, or with a value that does not fit its column's detected
+type (``sources/_jsonl.py``); a CSV row that is ragged, not UTF-8 or does not cast
+(``sources/_csv.py``; a file's CSV rejects ride on its last batch, so a resumed read commits them
+once). Each JSON-lines batch carries its rows' original lines in ``Batch.raw``. Parquet is typed
+already and read as it is.
 
     FileSource("drops/*.csv", columns={"amount": "double"})
 """
@@ -17,6 +26,7 @@ import glob
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +36,15 @@ import pyarrow as pa
 from mendflow import _engine
 from mendflow._arrow import rechunk
 from mendflow._sql import ident
-from mendflow.batch import Batch, Position
+from mendflow.batch import Batch, Position, no_dead_letters
 from mendflow.exceptions import (
     ConfigError,
     ResourceExhausted,
     SchemaMismatch,
     SourceUnavailable,
 )
+from mendflow.sources import _csv, _jsonl
+from mendflow.sources._lines import read_lines
 
 FORMATS = ("jsonl", "csv", "parquet")
 #: The default batch: one DuckDB row group, which DuckDB writes straight to the database file
@@ -47,16 +59,20 @@ _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_READERS = {
-    "jsonl": "read_json($path, format = 'auto', columns = $columns)",
-    "csv": "read_csv($path, types = $columns)",
-    "parquet": "read_parquet($path)",
-}
-_DETECT = {
-    "jsonl": "read_json($path, format = 'auto')",
-    "csv": "read_csv($path)",
-    "parquet": "read_parquet($path)",
-}
+#: Default limits: a field value (JSON lines) and a whole line (JSON lines), in bytes.
+MAX_FIELD_BYTES = 1 << 20
+MAX_RECORD_BYTES = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A file's chunk: rows, their lines, dead letters, where it started and what it leaves."""
+
+    data: pa.Table
+    offset: int
+    state: dict[str, int]
+    rejects: pa.Table = field(default_factory=no_dead_letters)
+    raw: pa.Array | None = None
 
 
 class FileSource:
@@ -64,6 +80,8 @@ class FileSource:
 
     ``columns`` names columns to read as raw text, so that the pipeline's type coercion sees the
     value exactly as written and can set a bad one aside instead of failing the whole file.
+    ``max_field_bytes`` and ``max_record_bytes`` bound a JSON line's field values and the line
+    itself; a line over either is a dead letter.
     """
 
     def __init__(
@@ -75,7 +93,14 @@ class FileSource:
         batch_size: int = ROW_GROUP,
         min_age_s: float = 0.0,
         name: str = "",
+        max_field_bytes: int = MAX_FIELD_BYTES,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
+        for label, limit in (("max_field_bytes", max_field_bytes),
+                             ("max_record_bytes", max_record_bytes)):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+                raise ConfigError(f"{label} must be a positive number of bytes, not {limit!r}.")
+        self.limits = _jsonl.Limits(record_bytes=max_record_bytes, field_bytes=max_field_bytes)
         self.pattern = str(pattern)
         self.min_age_s = min_age_s
         if format is not None and format not in FORMATS:
@@ -93,6 +118,8 @@ class FileSource:
             batch_size=self.batch_size,
             min_age_s=self.min_age_s,
             name=self.name,
+            max_field_bytes=self.limits.field_bytes,
+            max_record_bytes=self.limits.record_bytes,
         )
         copy.raw_columns = self.raw_columns | frozenset(columns)
         return copy
@@ -109,14 +136,16 @@ class FileSource:
                 state = seen.get(key, {})
                 if state.get("fp") == fingerprint and state.get("done"):
                     continue
-                start = state.get("rows", 0) if state.get("fp") == fingerprint else 0
-                for table, offset, done in self._chunks(con, path, start):
-                    seen[key] = {"fp": fingerprint, "rows": offset + table.num_rows, "done": done}
+                resume = state if state.get("fp") == fingerprint else {}
+                for chunk, done in _with_last(self._chunks(con, path, resume)):
+                    seen[key] = {"fp": fingerprint, **chunk.state, "done": done}
                     yield Batch(
-                        id=f"file:{key}@{fingerprint}#{offset}",
-                        data=table,
+                        id=f"file:{key}@{fingerprint}#{chunk.offset}",
+                        data=chunk.data,
                         position={"files": dict(seen)},
                         source=self.name,
+                        rejects=chunk.rejects,
+                        raw=chunk.raw,
                     )
         finally:
             con.close()
@@ -143,18 +172,15 @@ class FileSource:
         )
 
     def _chunks(
-        self, con: duckdb.DuckDBPyConnection, path: str, start: int
-    ) -> Iterator[tuple[pa.Table, int, bool]]:
-        """Yield (rows, offset of the first, last chunk of the file?) from row ``start`` on."""
+        self, con: duckdb.DuckDBPyConnection, path: str, state: Mapping[str, Any]
+    ) -> Iterator[_Chunk]:
+        """The file's chunks from where ``state`` left it (at least one, maybe empty)."""
         fmt = self.format or _format_of(path)
-        offset, previous = start, None
         try:
-            reader = self._reader(con, fmt, path, start)
-            for table in rechunk(reader, self.batch_size):
-                if previous is not None:
-                    yield previous, offset, False
-                    offset += previous.num_rows
-                previous = table
+            if fmt == "jsonl":
+                yield from self._json_chunks(con, path, state)
+            else:
+                yield from self._table_chunks(con, fmt, path, state.get("rows", 0))
         except duckdb.Error as exc:
             raise _translate(exc, path) from exc
         except MemoryError as exc:
@@ -169,30 +195,80 @@ class FileSource:
                 f"(${_engine.ENV}).",
                 dependency=path,
             ) from exc
+
+    def _json_chunks(
+        self, con: duckdb.DuckDBPyConnection, path: str, state: Mapping[str, Any]
+    ) -> Iterator[_Chunk]:
+        """JSON lines from the byte offset in ``state`` (an older state counts records only)."""
+        types = _jsonl.detect(con, path, limits=self.limits)
+        types = {c: "VARCHAR" if c in self.raw_columns else t for c, t in types.items()}
+        records = int(state.get("rows", 0))
+        start, line = int(state.get("byte", 0)), int(state.get("line", 0))
+        skip = 0 if "byte" in state else records
+        chunks = read_lines(path, start=start, line=line, size=self.batch_size, skip=skip)
+        empty = True
+        for lines in chunks:
+            parsed = _jsonl.parse(con, lines, types=types, limits=self.limits)
+            (start, line), first = lines.end((start, line)), records
+            records += len(lines.records)
+            state = {"rows": records, "byte": start, "line": line}
+            yield _Chunk(parsed.data, first, state, parsed.rejects, parsed.raw)
+            empty = False
+        if empty:
+            yield _Chunk(pa.table({}), records, {"rows": records, "byte": start, "line": line})
+
+    def _table_chunks(
+        self, con: duckdb.DuckDBPyConnection, fmt: str, path: str, start: int
+    ) -> Iterator[_Chunk]:
+        """CSV or Parquet rows from row ``start``; a CSV file's rejects ride on its last chunk."""
+        offset, previous = start, None
+        reader, rejects = self._reader(con, fmt, path, start)
+        for table in rechunk(reader, self.batch_size):
+            if previous is not None:
+                yield _Chunk(previous, offset, {"rows": offset + previous.num_rows})
+                offset += previous.num_rows
+            previous = table
         if previous is None:
             previous = pa.table({})
-        yield previous, offset, True
+        last = {"rows": offset + previous.num_rows}
+        dead = _csv.rejects(con, path, rejects) if rejects else no_dead_letters()
+        yield _Chunk(previous, offset, last, dead)
 
     def _reader(
         self, con: duckdb.DuckDBPyConnection, fmt: str, path: str, start: int
-    ) -> pa.RecordBatchReader:
-        detected = con.sql(f"DESCRIBE SELECT * FROM {_DETECT[fmt]}", params={"path": path})
-        types = {row[0]: row[1] for row in detected.fetchall()}
-        raw = {c: "VARCHAR" for c in types if c in self.raw_columns}
+    ) -> tuple[pa.RecordBatchReader, str]:
+        """A stream of the file's rows from row ``start``, and the table of its CSV rejects."""
+        if fmt == "csv":
+            sql, rejects = _csv.reader_sql(typed=bool(self.raw_columns))
+            params: dict[str, Any] = {"path": path, "start": start}
+            if self.raw_columns:
+                detected = con.sql("DESCRIBE SELECT * FROM read_csv($path)", params={"path": path})
+                raw = {r[0]: "VARCHAR" for r in detected.fetchall() if r[0] in self.raw_columns}
+                if raw:
+                    params["columns"] = raw
+                else:
+                    sql, rejects = _csv.reader_sql(typed=False)
+            return con.sql(sql, params=params).to_arrow_reader(self.batch_size), rejects
+        relation = con.sql("SELECT * FROM read_parquet($path)", params={"path": path})
+        text = [c for c in relation.columns if c in self.raw_columns]
         select = "*"
-        if fmt == "parquet" and raw:
-            casts = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in raw)
+        if text:
+            casts = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in text)
             select = f"* REPLACE ({casts})"
-        params: dict[str, Any] = {"path": path, "start": start}
-        if fmt == "jsonl":
-            params["columns"] = types | raw
-        elif fmt == "csv":
-            params["columns"] = raw or {}
-        sql = f"SELECT {select} FROM {_READERS[fmt]} OFFSET $start"
-        if fmt == "csv" and not raw:
-            sql = f"SELECT {select} FROM {_DETECT[fmt]} OFFSET $start"
-            del params["columns"]
-        return con.sql(sql, params=params).to_arrow_reader(self.batch_size)
+        sql = f"SELECT {select} FROM read_parquet($path) OFFSET $start"
+        reader = con.sql(sql, params={"path": path, "start": start})
+        return reader.to_arrow_reader(self.batch_size), ""
+
+
+def _with_last(chunks: Iterable[_Chunk]) -> Iterator[tuple[_Chunk, bool]]:
+    """Each chunk and whether it is the last one."""
+    previous = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous, False
+        previous = chunk
+    if previous is not None:
+        yield previous, True
 
 
 def _base_folder(pattern: str) -> str:
