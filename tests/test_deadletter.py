@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from mendflow import config
 from mendflow._cli_dlq import dlq
-from mendflow.batch import DEAD_LETTER_SCHEMA, Audit, Finding, Load
+from mendflow.batch import DEAD_LETTER_SCHEMA, Audit, Committed, Finding, Load
 from mendflow.deadletter import DeadLetterStore, Filter, replay, store_for
 from mendflow.exceptions import CheckFailed, ConfigError, SchemaMismatch
 from mendflow.pipeline import Pipeline
@@ -392,7 +392,7 @@ class _FailBeforeCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> bool:
+    def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> Committed | None:
         def fail() -> None:
             raise RuntimeError("power cut")
 

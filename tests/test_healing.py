@@ -240,7 +240,7 @@ class _FlakySink:
     def position(self, pipeline: str, *, mode: str = "append") -> dict[str, Any]:
         return self.inner.position(pipeline, mode=mode)
 
-    def write(self, load: Any, *, on_staged: Any = lambda: None) -> bool:
+    def write(self, load: Any, *, on_staged: Any = lambda: None) -> Any:
         self.writes += 1
         if self.writes in self.fail:
             raise DestinationUnavailable("the warehouse is restarting", dependency=self.name)

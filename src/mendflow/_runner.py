@@ -18,11 +18,12 @@ import pyarrow as pa
 
 from mendflow import _engine
 from mendflow._arrow import last_per_key
-from mendflow._coerce import set_aside, split
 from mendflow._guard import Guarded
 from mendflow._readahead import read_ahead
 from mendflow.batch import Batch, Load
 from mendflow.clock import Clock
+from mendflow.contracts.contract import Contract
+from mendflow.contracts.validate import set_aside, validate
 from mendflow.events import (
     BatchLoaded,
     BatchQuarantined,
@@ -153,11 +154,11 @@ def _run(
 def _prepare(
     pipeline: Pipeline, batches: Iterator[Batch], quarantine: Mapping[str, BaseException]
 ) -> Iterator[_Prepared]:
-    """Cast, transform and (for merge) keep one row per key, a whole batch at a time; a batch
-    in ``quarantine`` goes whole to the dead letters instead."""
+    """Validate against the contract, transform and (for merge) keep one row per key, a whole
+    batch at a time; a batch in ``quarantine`` goes whole to the dead letters instead."""
     merge = pipeline.write_mode == "merge"
     keys = tuple(pipeline.primary_key) if merge else ()
-    types = pipeline.types
+    contract = pipeline.record_contract or Contract()
     con = _engine.cursor()
     try:
         for batch in batches:
@@ -168,7 +169,7 @@ def _prepare(
                 yield _Prepared(batch, pa.table({}), _with_rejects(batch, dead), error)
                 continue
             try:
-                good, dead = split(con, batch.data, types=types, not_null=keys)
+                good, dead = validate(con, batch.data, contract, raw=batch.raw, keys=keys)
                 valid = good.num_rows
                 good = _transform(pipeline, good)
                 if merge and good.num_rows:
@@ -222,12 +223,12 @@ def _load(
         )
     if written:
         tally.batches += 1
-        tally.rows_loaded += good.num_rows
-        tally.dead_letters += dead.num_rows
+        tally.rows_loaded += written.rows
+        tally.dead_letters += written.dead_letters
         ctx.hooks.emit(
             BatchLoaded(
-                **ids, at=ctx.now(), batch_id=batch.id, rows=good.num_rows,
-                dead_letters=dead.num_rows, checkpoint=batch.position,
+                **ids, at=ctx.now(), batch_id=batch.id, rows=written.rows,
+                dead_letters=written.dead_letters, checkpoint=batch.position,
             )
         )
     else:
@@ -265,8 +266,9 @@ def _transform(pipeline: Pipeline, table: pa.Table) -> pa.Table:
 def _source_for(pipeline: Pipeline) -> Source:
     """Tell a source that can read declared columns as raw text to do so."""
     reading_as_text = getattr(pipeline.source, "reading_as_text", None)
-    if pipeline.columns and callable(reading_as_text):
-        source: Source = reading_as_text(tuple(pipeline.columns))
+    contract = pipeline.record_contract
+    if contract is not None and contract.columns and callable(reading_as_text):
+        source: Source = reading_as_text(tuple(contract.columns))
         return source
     return pipeline.source
 

@@ -102,6 +102,15 @@ class Load:
         return self.data.num_rows + self.dead_letters.num_rows
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a sink committed for a load: rows in the table, rows in the dead-letter store
+    (the load's own, and any the destination set aside, e.g. for schema drift)."""
+
+    rows: int
+    dead_letters: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Audit:
     """What a check sees of a batch inside its load transaction, before commit.

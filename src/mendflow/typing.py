@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from mendflow.batch import Audit, Batch, Finding, Load, Position
+from mendflow.batch import Audit, Batch, Committed, Finding, Load, Position
 from mendflow.events import Event
 
 __all__ = ["Check", "Hook", "Sink", "Source", "Transform"]
@@ -34,8 +34,9 @@ class Sink(Protocol):
         """The position committed with the last batch of ``pipeline`` (empty when none)."""
         ...
 
-    def write(self, load: Load, *, on_staged: Callable[[], None] = ...) -> bool:
-        """Commit ``load`` atomically; False when its batch was already committed (not loaded)."""
+    def write(self, load: Load, *, on_staged: Callable[[], None] = ...) -> Committed | None:
+        """Commit ``load`` atomically and say what went where; None when its batch was already
+        committed (nothing loaded)."""
         ...
 
     def finish(self, pipeline: str, *, mode: str = "append") -> None:

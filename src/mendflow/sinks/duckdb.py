@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from mendflow._sql import ident
-from mendflow.batch import Load, Position
+from mendflow.batch import Committed, Load, Position
 from mendflow.sinks import _duckdb_audit as _audit
 from mendflow.sinks import _duckdb_dlq as _dlq
 from mendflow.sinks import _duckdb_schema as _schema
@@ -81,8 +81,10 @@ class DuckDBSink:
             return staged or {}
         return self._slot(con, pipeline, COMMITTED) or {}
 
-    def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> bool:
-        """Commit the batch's rows, dead letters and position together; False if already done.
+    def write(
+        self, load: Load, *, on_staged: Callable[[], None] = lambda: None
+    ) -> Committed | None:
+        """Commit the batch's rows, dead letters and position together; None if already done.
 
         Inside the transaction, in order: the table's schema meets the batch's (drift policy),
         the rows go in, the dead letters go in, the checks audit the batch, the checkpoint moves.
@@ -93,7 +95,7 @@ class DuckDBSink:
             con.begin()
             if self._seen(con, load):
                 con.rollback()
-                return False
+                return None
             target = self._staging if load.mode == "replace" else self.table
             data, dead, columns, changes = load.data, load.dead_letters, None, None
             if data.num_columns:
@@ -119,7 +121,7 @@ class DuckDBSink:
         _audit.report(load, findings)
         if changes is not None:
             _schema.report(load, target, changes)
-        return True
+        return Committed(data.num_rows, dead.num_rows)
 
     def finish(self, pipeline: str, *, mode: str = "append") -> None:
         """For replace, swap the staging table in and promote its position, atomically."""
