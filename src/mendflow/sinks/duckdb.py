@@ -172,14 +172,19 @@ class DuckDBSink:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
+            con = None
             try:
-                self._con = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
-                _dlq.migrate(self._con)
+                con = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
+                _dlq.migrate(con)
                 for statement in _META:
-                    self._con.execute(statement)
-            except duckdb.Error as exc:
-                self._con = None
-                raise translate(exc, f"opening {self.path}", dependency=self.name) from exc
+                    con.execute(statement)
+            except BaseException as exc:
+                if con is not None:
+                    con.close()  # half-prepared: the next call starts over
+                if isinstance(exc, duckdb.Error):
+                    raise translate(exc, f"opening {self.path}", dependency=self.name) from exc
+                raise
+            self._con = con
         return self._con
 
     def _run(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
