@@ -19,6 +19,8 @@ from typing import Any
 import click
 
 from mendflow import config
+from mendflow._cli_dlq import dlq
+from mendflow._cli_schema import schema
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
 from mendflow.exceptions import MendflowError
 from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
@@ -61,6 +63,10 @@ def _fail(message: str, code: int) -> None:
 @click.version_option(package_name="mendflow")
 def main() -> None:
     """Self-healing data pipelines with exactly-once loads."""
+
+
+for _commands in (dlq, schema):
+    main.add_command(_commands)
 
 
 @main.command()
@@ -277,3 +283,4 @@ class _Progress:
                 )
         elif isinstance(event, RunFinished | RunFailed) and time.monotonic() - self.started > 1:
             self.write("\n")
+
