@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from mendflow import config
+from mendflow._cli_contract import contract
 from mendflow._cli_dlq import dlq
 from mendflow._cli_schema import schema
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
@@ -65,7 +66,7 @@ def main() -> None:
     """Self-healing data pipelines with exactly-once loads."""
 
 
-for _commands in (dlq, schema):
+for _commands in (contract, dlq, schema):
     main.add_command(_commands)
 
 

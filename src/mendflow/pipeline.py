@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from mendflow._sql import sql_type
 from mendflow.batch import SCHEMA_POLICIES, WRITE_MODES, Position, SchemaPolicy, WriteMode
 from mendflow.clock import SYSTEM_CLOCK, Clock
+from mendflow.contracts.contract import Contract
 from mendflow.exceptions import ConfigError
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
 from mendflow.typing import Check, Hook, Sink, Source, Transform
 
 if TYPE_CHECKING:
-    from mendflow.contracts.contract import Contract
     from mendflow.state.store import StateStore
 
 #: Holding a batch while the destination is down: retried with backoff for up to 10 minutes.
@@ -41,7 +41,9 @@ class Pipeline:
     """What to read, how to shape it, and where and how to load it.
 
     ``columns`` declares types (``double``, ``bigint``, ``timestamptz``, ``decimal(12,2)``...):
-    values that do not cast become dead letters instead of failing the run.
+    values that do not cast become dead letters instead of failing the run. It is shorthand for
+    a ``contract`` of types only; given both, they are merged, and for a column in both the
+    contract's declaration wins (see ``record_contract``).
     """
 
     name: str
@@ -98,8 +100,18 @@ class Pipeline:
 
     @property
     def types(self) -> dict[str, str]:
-        """The declared columns with their DuckDB types."""
-        return {column: sql_type(kind) for column, kind in self.columns.items()}
+        """The declared columns with their DuckDB types (``columns`` and the contract's)."""
+        contract = self.record_contract
+        return {} if contract is None else {n: c.sql_type for n, c in contract.columns.items()}
+
+    @property
+    def record_contract(self) -> Contract | None:
+        """The contract rows are validated against: ``contract``, with the columns declared
+        only in ``columns`` added as types; None when neither is given."""
+        if not self.columns:
+            return self.contract
+        shorthand = Contract.of_types(self.columns)
+        return shorthand if self.contract is None else shorthand.merged(self.contract)
 
     def run(
         self,
