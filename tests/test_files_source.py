@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mendflow import ConfigError, DuckDBSink, FileSource, Pipeline
+from mendflow import ConfigError, DuckDBSink, FileSource, Pipeline, SchemaMismatch
 from tests.conftest import table_hash, write_orders
 
 
@@ -98,3 +99,61 @@ def test_a_file_younger_than_min_age_waits_for_a_later_run(orders_dir: Path) -> 
 def test_an_empty_folder_reads_nothing(tmp_path: Path) -> None:
     """A drop folder with no files yet is not an error."""
     assert list(FileSource(str(tmp_path / "*.jsonl")).read({})) == []
+
+
+def _orders(count: int) -> list[dict[str, object]]:
+    return [{"id": i, "name": f"n{i}", "amount": i + 0.5} for i in range(1, count + 1)]
+
+
+def test_a_json_array_file_is_read_whole_and_resumes_by_row(tmp_path: Path) -> None:
+    """A ``.json`` file holding one pretty-printed array yields its records, not a reject per
+    line; from a position inside it, the rest comes with the ids a full read gives."""
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(_orders(25), indent=2), encoding="utf-8")
+    source = FileSource(path, batch_size=10)
+    every = list(source.read({}))
+    assert [(b.data.num_rows, b.rejects.num_rows) for b in every] == [(10, 0), (10, 0), (5, 0)]
+    assert [i for b in every for i in b.data["id"].to_pylist()] == list(range(1, 26))
+    resumed = list(source.read(every[0].position))
+    assert [b.id for b in resumed] == [b.id for b in every[1:]]
+    assert [b.data for b in resumed] == [b.data for b in every[1:]]
+    assert list(source.read(every[-1].position)) == []
+
+
+def test_a_pretty_printed_json_object_is_one_record(tmp_path: Path) -> None:
+    """A ``.json`` file holding one object over several lines is one row (declared columns read
+    as text); the same text in a ``.jsonl`` file stays line by line, each line a reject."""
+    text = json.dumps({"id": 7, "amount": 12.5, "tags": ["a", "b"]}, indent=2)
+    (tmp_path / "a.json").write_text(text, encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text(text, encoding="utf-8")
+    batches = list(FileSource(tmp_path / "a.json").reading_as_text(["amount"]).read({}))
+    assert [b.data.to_pylist() for b in batches] == [
+        [{"id": 7, "amount": "12.5", "tags": ["a", "b"]}]]
+    lines = list(FileSource(tmp_path / "a.jsonl").read({}))
+    assert sum(b.data.num_rows for b in lines) == 0
+    assert sum(b.rejects.num_rows for b in lines) == len(text.splitlines())
+
+
+def test_json_lines_in_a_json_file_stay_line_by_line(tmp_path: Path) -> None:
+    """A ``.json`` file of JSON lines is read as JSON lines, even when its first line is broken
+    (that line alone is a reject)."""
+    path = tmp_path / "a.json"
+    lines = [json.dumps(o).encode() for o in _orders(3)]
+    path.write_bytes(b"\n".join([b'{"id": 0, "na', *lines]) + b"\n")
+    batches = list(FileSource(path).read({}))
+    assert [i for b in batches for i in b.data["id"].to_pylist()] == [1, 2, 3]
+    assert [r for b in batches for r in b.rejects["record"].to_pylist()] == [b'{"id": 0, "na']
+
+
+def test_a_malformed_json_document_fails_the_file_saying_what_to_do(tmp_path: Path) -> None:
+    """A broken document cannot be split into records: the read fails naming the file and
+    saying to fix it or convert it to JSON lines, whether the break is found at the start or
+    only while streaming its records."""
+    small, large = tmp_path / "small.json", tmp_path / "large.json"
+    small.write_text(json.dumps(_orders(3), indent=2)[:-30], encoding="utf-8")
+    large.write_text(json.dumps(_orders(30_000))[:-30], encoding="utf-8")
+    for path in (small, large):
+        with pytest.raises(SchemaMismatch, match="convert it to JSON lines") as caught:
+            list(FileSource(path, batch_size=1000).read({}))
+        assert str(path) in str(caught.value)
+        assert "Malformed JSON" in str(caught.value)

@@ -154,6 +154,45 @@ def test_a_value_that_does_not_fit_the_detected_type_is_a_reject(tmp_path: Path)
     assert sum(b.data.num_rows for b in as_text) == len(lines) + 1
 
 
+def test_a_number_its_integer_column_cannot_hold_exactly_is_a_reject(tmp_path: Path) -> None:
+    """Nothing is rounded or converted silently: in a column detected as BIGINT, 1.7, true, a
+    quoted number and values over its range are set aside naming the column, the value and the
+    type (on the fast path too: a chunk holding one is not loaded converted); an integral number
+    such as 3.0 or -1.5e3 loads as that integer."""
+    path = tmp_path / "a.jsonl"
+    lines = [b'{"id": %d, "ok": true, "x": 0.5}' % i for i in range(20_500)]
+    misfits = [b"1.7", b"true", b'"007"', b"1e30", b"9223372036854775808", b"-2.5"]
+    tail = [b'{"id": %s, "ok": true, "x": 0.5}' % v for v in [*misfits, b"3.0", b"-1.5e3"]]
+    path.write_bytes(b"\n".join([*lines, *tail]) + b"\n")
+    batches = _read(FileSource(path, batch_size=5000))
+    rejects = _rejects(batches)
+    assert rejects["record"].to_pylist() == tail[:-2]
+    for value, reason in zip(misfits, rejects["reason"].to_pylist(), strict=True):
+        assert f"field `id` is {value.decode()}, not BIGINT" in reason
+        assert "declare the column's type under `columns:`" in reason
+    assert {c["column"] for r in rejects["checks"].to_pylist() for c in json.loads(r)} == {"id"}
+    ids = [i for b in batches for i in b.data["id"].to_pylist()]
+    assert ids == [*range(20_500), 3, -1500]
+
+
+def test_a_boolean_or_double_column_takes_only_its_own_kind(tmp_path: Path) -> None:
+    """A number in a BOOLEAN column and a boolean or quoted number in a DOUBLE column are
+    rejects; an integer in a DOUBLE column is a number like any other."""
+    path = tmp_path / "a.jsonl"
+    lines = [b'{"ok": true, "x": 0.5}'] * 20_500
+    tail = [b'{"ok": 1, "x": 0.5}', b'{"ok": true, "x": true}', b'{"ok": false, "x": "2.5"}']
+    path.write_bytes(b"\n".join([*lines, *tail, b'{"ok": false, "x": 2}']) + b"\n")
+    batches = _read(FileSource(path))
+    reasons = _rejects(batches)["reason"].to_pylist()
+    assert [r.split(" (")[0] for r in reasons] == [
+        "line 20501: field `ok` is 1, not BOOLEAN",
+        "line 20502: field `x` is true, not DOUBLE",
+        'line 20503: field `x` is "2.5", not DOUBLE',
+    ]
+    assert pa.concat_tables([b.data for b in batches]).slice(20_500).to_pylist() == [
+        {"ok": False, "x": 2.0}]
+
+
 def test_limits_must_be_positive() -> None:
     """A limit of zero or less is a configuration error."""
     with pytest.raises(ConfigError, match="max_field_bytes"):

@@ -7,6 +7,8 @@ does not cast, a missing key) and returns NULL for a ``null`` line. When it cann
 chunk takes the careful path: DuckDB classifies every line in one pass (UTF-8, size, valid JSON,
 an object), the good ones are transformed twice (typed, and as raw JSON, so a value the type
 turned into NULL is seen), and reasons are built for the bad lines only.
+
+No value is rounded or converted on the way: see ``sources/_kinds.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mendflow.batch import DEAD_LETTER_SCHEMA, no_dead_letters
+from mendflow.sources import _kinds
 from mendflow.sources._lines import Lines, read_lines
 
 #: Records read_json samples to detect the types (its own default sample size).
@@ -32,6 +35,12 @@ _CLASSIFY = (
     "WHEN NOT json_valid(s) THEN 'json' WHEN json_type(s) <> 'OBJECT' THEN json_type(s) "
     "END AS problem FROM (SELECT try(decode(b)) AS s, octet_length(b) AS n FROM __mf_lines)"
 )
+
+
+#: Why a line is not a row: (check, column or None, message).
+Reason = tuple[str, str | None, str]
+#: Which rows hold a value their column's type does not take, and each row's raw JSON value.
+Misfits = tuple[np.ndarray, pa.Array]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,65 +91,82 @@ def _fast(
     try:
         text = records.cast(pa.large_string())
         sql = "SELECT json_transform_strict(s, $structure) AS r FROM __mf_lines"
-        column = _query(con, sql, text, structure=json.dumps(types)).column("r")
+        structure = json.dumps(_kinds.structure(types))
+        column = _query(con, sql, text, structure=structure).column("r")
     except (pa.ArrowInvalid, duckdb.Error):
         return None
-    if column.null_count:
+    if column.null_count:  # a `null` line
         return None
-    return pa.Table.from_arrays(column.flatten(), names=list(types))
+    values = [_kinds.exact(v, types[c]) for c, v in zip(types, column.flatten(), strict=True)]
+    if any(v is None for v in values):
+        return None
+    return pa.Table.from_arrays(values, names=list(types))
 
 
 def _careful(
     con: duckdb.DuckDBPyConnection, lines: Lines, types: dict[str, str], limits: Limits
 ) -> Parsed:
+    """Every line classified, the good ones typed, reasons built for the bad ones only."""
     problems = _classify(con, lines.records, limits)
     fine = pc.is_null(problems).to_numpy(zero_copy_only=False)
     good = lines.records.filter(pa.array(fine))
     data, misfits = _transform(con, good, types)
-    index = np.flatnonzero(fine)
-    oversized = pc.greater(pc.binary_length(good), limits.field_bytes).to_numpy(
-        zero_copy_only=False
-    )
-    reasons: dict[int, list[tuple[str, str | None, str]]] = {}
-    for i in np.flatnonzero(~fine):
-        reasons[int(i)] = [_problem(str(problems[int(i)]), lines.records[int(i)].as_py(), limits)]
-    for column, mask in misfits.items():
-        for j in np.flatnonzero(mask):
-            reasons.setdefault(int(index[j]), []).append(
-                _misfit(column, types[column], good[int(j)].as_py())
-            )
-    for j in np.flatnonzero(oversized):
-        for name, size in _field_sizes(good[int(j)].as_py()):
-            if size > limits.field_bytes:
-                reasons.setdefault(int(index[j]), []).append(
-                    ("max_field_bytes", name, f"field `{name}` is {size:,} bytes, over the "
-                     f"limit of {limits.field_bytes:,} (max_field_bytes)")
-                )
+    unfit = _unfit(good, types, misfits, limits)
     keep = np.ones(len(good), dtype=bool)
-    keep[np.searchsorted(index, [i for i in reasons if fine[i]])] = False
+    keep[list(unfit)] = False
+    index = np.flatnonzero(fine)
+    reasons = _unparsed(lines.records, problems, limits)
+    reasons.update((int(index[j]), found) for j, found in unfit.items())
     kept = pa.array(keep)
     return Parsed(data.filter(kept), good.filter(kept), _rejects(lines, reasons, problems))
 
 
+def _unparsed(records: pa.Array, problems: pa.Array, limits: Limits) -> dict[int, list[Reason]]:
+    """What is wrong with each line that is not a record, by its index in the chunk."""
+    bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))
+    return {
+        int(i): [_problem(problems[int(i)].as_py(), records[int(i)].as_py(), limits)] for i in bad
+    }
+
+
+def _unfit(
+    good: pa.Array, types: dict[str, str], misfits: dict[str, Misfits], limits: Limits
+) -> dict[int, list[Reason]]:
+    """What is wrong with each good line that holds a misfit or an oversized field, by its index
+    among the good lines."""
+    reasons: dict[int, list[Reason]] = {}
+    for column, (mask, raws) in misfits.items():
+        for j in np.flatnonzero(mask):
+            found = _misfit(column, types[column], raws[int(j)].as_py())
+            reasons.setdefault(int(j), []).append(found)
+    oversized = pc.greater(pc.binary_length(good), limits.field_bytes)
+    for j in np.flatnonzero(oversized.to_numpy(zero_copy_only=False)):
+        if found_fields := _oversized(good[int(j)].as_py(), limits):
+            reasons.setdefault(int(j), []).extend(found_fields)
+    return reasons
+
+
 def _transform(
     con: duckdb.DuckDBPyConnection, good: pa.Array, types: dict[str, str]
-) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """The good lines typed, and per column which rows hold a value the type turned to NULL."""
+) -> tuple[pa.Table, dict[str, Misfits]]:
+    """The good lines typed, and per column which rows hold a value its type does not take (the
+    typed value is NULL where the raw one is not) and the raw values."""
     if not types:
         return pa.table({"__mf_row": pa.nulls(len(good))}).drop_columns(["__mf_row"]), {}
     sql = (
-        "SELECT json_transform(s, $typed) AS t, json_transform(s, $raw) AS j FROM __mf_lines"
+        f"SELECT {_kinds.select(types, struct='r')}, j FROM (SELECT json_transform(s, $typed) "
+        "AS r, json_transform(s, $raw) AS j FROM __mf_lines)"
     )
-    raw = dict.fromkeys(types, "JSON")
+    typed, raw = json.dumps(_kinds.structure(types)), json.dumps(dict.fromkeys(types, "JSON"))
     text = good.cast(pa.large_string())  # the classification found them valid UTF-8
-    result = _query(con, sql, text, typed=json.dumps(types), raw=json.dumps(raw))
-    typed, found = result.column("t"), result.column("j")
-    data = pa.Table.from_arrays(typed.flatten(), names=list(types))
+    result = _query(con, sql, text, typed=typed, raw=raw)
+    values, found = result.columns[: len(types)], result.column(len(types)).flatten()
+    data = pa.Table.from_arrays(values, names=list(types))
     misfits = {}
-    for name, values, raws in zip(types, typed.flatten(), found.flatten(), strict=True):
-        mask = pc.and_(pc.is_null(values), pc.is_valid(raws)).to_numpy(zero_copy_only=False)
+    for name, column, raws in zip(types, values, found, strict=True):
+        mask = pc.and_(pc.is_null(column), pc.is_valid(raws)).to_numpy(zero_copy_only=False)
         if mask.any():
-            misfits[name] = mask
+            misfits[name] = (mask, raws)
     return data, misfits
 
 
@@ -150,7 +176,7 @@ def _classify(con: duckdb.DuckDBPyConnection, records: pa.Array, limits: Limits)
     return result.column("problem").combine_chunks()
 
 
-def _problem(code: str, record: bytes, limits: Limits) -> tuple[str, str | None, str]:
+def _problem(code: str, record: bytes, limits: Limits) -> Reason:
     """(check, column, message) for a line that is not a record."""
     if code == "utf8":
         return "utf8", None, "not valid UTF-8"
@@ -164,13 +190,24 @@ def _problem(code: str, record: bytes, limits: Limits) -> tuple[str, str | None,
     return "object", None, f"a record must be a JSON object, not {code.lower()}"
 
 
-def _misfit(column: str, kind: str, record: bytes) -> tuple[str, str | None, str]:
-    value = json.dumps(json.loads(record).get(column), ensure_ascii=False)
+def _misfit(column: str, kind: str, value: str) -> Reason:
+    """The reason for ``value`` (its JSON text) found in ``column`` of type ``kind``."""
     shown = value if len(value) <= 60 else value[:57] + "..."
     return "type", column, (
-        f"field `{column}` is {shown}, not {kind} (the type detected for it); declare the "
-        "column under `columns:` to read it as text"
+        f"field `{column}` is {shown}, not {kind} (the type detected for it from the file's "
+        "first records); declare the column's type under `columns:` (text keeps any value as "
+        "written)"
     )
+
+
+def _oversized(record: bytes, limits: Limits) -> list[Reason]:
+    """A reason for each field of ``record`` over the field limit."""
+    return [
+        ("max_field_bytes", name, f"field `{name}` is {size:,} bytes, over the limit of "
+         f"{limits.field_bytes:,} (max_field_bytes)")
+        for name, size in _field_sizes(record)
+        if size > limits.field_bytes
+    ]
 
 
 def _json_error(record: bytes) -> str:
@@ -192,7 +229,7 @@ def _field_sizes(record: bytes) -> list[tuple[str, int]]:
 
 def _rejects(
     lines: Lines,
-    reasons: dict[int, list[tuple[str, str | None, str]]],
+    reasons: dict[int, list[Reason]],
     problems: pa.Array,
 ) -> pa.Table:
     rows = sorted(reasons)
@@ -214,7 +251,7 @@ def _rejects(
     )
 
 
-def _checks(found: Sequence[tuple[str, str | None, str]]) -> str:
+def _checks(found: Sequence[Reason]) -> str:
     return json.dumps([{"check": c, "column": col, "message": m} for c, col, m in found])
 
 

@@ -6,8 +6,8 @@ time). A file already loaded is not read again; a new file, or one whose fingerp
 A file modified less than ``min_age_s`` ago is left for a later run, so a file still being copied
 into the folder is not loaded half-written.
 Inside a file, the position says how far the file was consumed (for JSON lines the byte offset
-and line number past the last record committed, for CSV and Parquet the rows committed), so a run
-that died half-way through a file resumes at the next record.
+and line number past the last record committed, for CSV, Parquet and JSON documents the rows
+committed), so a run that died half-way through a file resumes at the next record.
 
 Input that cannot be parsed is a dead letter (``Batch.rejects``, stage ``parse``), kept
 byte-exact: a JSON line that is broken, not UTF-8, not an object, over ``max_record_bytes`` or
@@ -15,19 +15,18 @@ with a field over ``max_field_bytes``, or with a value that does not fit its col
 type (``sources/_jsonl.py``); a CSV row that is ragged, not UTF-8 or does not cast
 (``sources/_csv.py``; a file's CSV rejects ride on its last batch, so a resumed read commits them
 once). Each JSON-lines batch carries its rows' original lines in ``Batch.raw``. Parquet is typed
-already and read as it is.
+already and read as it is. A ``.json`` file that is one JSON document (a top-level array, or a
+pretty-printed object) is read whole by DuckDB, by row offset; a malformed one fails the file
+(``sources/_document.py``).
 
     FileSource("drops/*.csv", columns={"amount": "double"})
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -43,22 +42,20 @@ from mendflow.exceptions import (
     SchemaMismatch,
     SourceUnavailable,
 )
-from mendflow.sources import _csv, _jsonl
+from mendflow.sources import _csv, _document, _jsonl
+from mendflow.sources._folder import (
+    FORMATS,
+    base_folder,
+    fingerprint,
+    format_of,
+    matching,
+    suffix_of,
+)
 from mendflow.sources._lines import read_lines
 
-FORMATS = ("jsonl", "csv", "parquet")
 #: The default batch: one DuckDB row group, which DuckDB writes straight to the database file
 #: instead of through its write-ahead log (measured: 1M rows load ~10 % faster than at 100,000).
 ROW_GROUP = 122_880
-_SUFFIXES = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 #: Default limits: a field value (JSON lines) and a whole line (JSON lines), in bytes.
 MAX_FIELD_BYTES = 1 << 20
 MAX_RECORD_BYTES = 16 << 20
@@ -127,20 +124,20 @@ class FileSource:
     def read(self, position: Position) -> Iterator[Batch]:
         """Yield the unread rows of every matching file, oldest name first."""
         seen: dict[str, Any] = dict(position.get("files", {}))
-        base = _base_folder(self.pattern)
+        base = base_folder(self.pattern)
         con = _engine.cursor()
         try:
-            for path in self._paths():
+            for path in matching(self.pattern, min_age_s=self.min_age_s):
                 key = os.path.relpath(path, base)
-                fingerprint = _fingerprint(path)
+                version = fingerprint(path)
                 state = seen.get(key, {})
-                if state.get("fp") == fingerprint and state.get("done"):
+                if state.get("fp") == version and state.get("done"):
                     continue
-                resume = state if state.get("fp") == fingerprint else {}
+                resume = state if state.get("fp") == version else {}
                 for chunk, done in _with_last(self._chunks(con, path, resume)):
-                    seen[key] = {"fp": fingerprint, **chunk.state, "done": done}
+                    seen[key] = {"fp": version, **chunk.state, "done": done}
                     yield Batch(
-                        id=f"file:{key}@{fingerprint}#{chunk.offset}",
+                        id=f"file:{key}@{version}#{chunk.offset}",
                         data=chunk.data,
                         position={"files": dict(seen)},
                         source=self.name,
@@ -150,33 +147,14 @@ class FileSource:
         finally:
             con.close()
 
-    def _paths(self) -> list[str]:
-        if not glob.has_magic(self.pattern):
-            if not os.path.isfile(self.pattern):
-                raise ConfigError(
-                    f"file not found: {self.pattern}; check the path (relative paths start "
-                    f"from {os.getcwd()})."
-                )
-            return [self.pattern]
-        folder = _base_folder(self.pattern)
-        if not os.path.isdir(folder):
-            raise ConfigError(
-                f"folder not found: {folder} (from pattern {self.pattern}); create it or fix "
-                "the pattern."
-            )
-        settled = time.time() - self.min_age_s
-        return sorted(
-            p
-            for p in glob.glob(self.pattern, recursive=True)
-            if os.path.isfile(p) and (not self.min_age_s or os.path.getmtime(p) <= settled)
-        )
-
     def _chunks(
         self, con: duckdb.DuckDBPyConnection, path: str, state: Mapping[str, Any]
     ) -> Iterator[_Chunk]:
         """The file's chunks from where ``state`` left it (at least one, maybe empty)."""
-        fmt = self.format or _format_of(path)
+        fmt = self.format or format_of(path)
         try:
+            if fmt == "jsonl" and suffix_of(path) == ".json":
+                fmt = _document.layout(path) or fmt
             if fmt == "jsonl":
                 yield from self._json_chunks(con, path, state)
             else:
@@ -220,7 +198,8 @@ class FileSource:
     def _table_chunks(
         self, con: duckdb.DuckDBPyConnection, fmt: str, path: str, start: int
     ) -> Iterator[_Chunk]:
-        """CSV or Parquet rows from row ``start``; a CSV file's rejects ride on its last chunk."""
+        """CSV, Parquet or JSON-document rows from row ``start``; a CSV file's rejects ride on its
+        last chunk."""
         offset, previous = start, None
         reader, rejects = self._reader(con, fmt, path, start)
         for table in rechunk(reader, self.batch_size):
@@ -236,8 +215,12 @@ class FileSource:
 
     def _reader(
         self, con: duckdb.DuckDBPyConnection, fmt: str, path: str, start: int
-    ) -> tuple[pa.RecordBatchReader, str]:
+    ) -> tuple[Iterable[pa.RecordBatch], str]:
         """A stream of the file's rows from row ``start``, and the table of its CSV rejects."""
+        if fmt in ("array", "unstructured"):
+            records = _document.rows(con, path, layout=fmt, start=start, text=self.raw_columns,
+                                     batch_size=self.batch_size)
+            return records, ""
         if fmt == "csv":
             sql, rejects = _csv.reader_sql(typed=bool(self.raw_columns))
             params: dict[str, Any] = {"path": path, "start": start}
@@ -269,30 +252,6 @@ def _with_last(chunks: Iterable[_Chunk]) -> Iterator[tuple[_Chunk, bool]]:
         previous = chunk
     if previous is not None:
         yield previous, True
-
-
-def _base_folder(pattern: str) -> str:
-    """The folder part of ``pattern`` before its first wildcard."""
-    if not glob.has_magic(pattern):
-        return os.path.dirname(pattern) or "."
-    parts = Path(pattern).parts
-    fixed = list(parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))])
-    return str(Path(*fixed)) if fixed else "."
-
-
-def _fingerprint(path: str) -> str:
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _format_of(path: str) -> str:
-    name = path[:-3] if path.endswith(".gz") else path
-    suffix = Path(name).suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise ConfigError(
-            f"cannot tell the format of {path}; set `format:` to one of {', '.join(FORMATS)}."
-        )
-    return _SUFFIXES[suffix]
 
 
 def _translate(exc: duckdb.Error, path: str) -> Exception:
