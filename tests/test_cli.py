@@ -104,10 +104,15 @@ def test_demo_twice_leaves_the_same_rows(tmp_path: Path) -> None:
     first = _mendflow("demo", "--workdir", "demo", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     one = json.loads(first.stdout)
-    assert one["tables"] == {"orders": 540, "store_sales": 299, "_mendflow_dead_letters": 1}
+    assert one["tables"] == {"orders": 540, "store_sales": 446, "_mendflow_dead_letters": 5}
     assert [p["status"] for p in one["pipelines"]] == [
         "succeeded", "succeeded", "succeeded", "escalated", "succeeded"]
-    assert [p["rows_loaded"] for p in one["pipelines"]] == [500, 100, 40, 0, 299]
+    assert [p["rows_loaded"] for p in one["pipelines"]] == [500, 100, 40, 0, 446]
+    assert [p["dead_letters"] for p in one["pipelines"]][-1] == 5  # of 451 records in the drops
+    stages = sorted(d["stage"] for d in one["dead_letters"])
+    assert stages == ["coerce", "parse", "validate", "validate", "validate"]
+    assert [v["changes"] for v in one["schema_versions"]][1] == [
+        {"change": "added", "column": "channel", "from": None, "to": "VARCHAR"}]
     assert {w["error_type"] for w in one["went_wrong"]} >= {"SourceUnavailable", "RateLimited"}
     stories = [(i["dependency"], i["status"], [a["action"] for a in i["actions"]])
                for i in one["incidents"]]

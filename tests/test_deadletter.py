@@ -392,7 +392,9 @@ class _FailBeforeCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def write(self, load: Load, *, on_staged: Callable[[], None] = lambda: None) -> Committed | None:
+    def write(
+        self, load: Load, *, on_staged: Callable[[], None] = lambda: None
+    ) -> Committed | None:
         def fail() -> None:
             raise RuntimeError("power cut")
 

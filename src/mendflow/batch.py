@@ -69,7 +69,7 @@ class Batch:
     @property
     def records(self) -> int:
         """Every record read: the rows parsed and the rows that did not parse."""
-        return self.data.num_rows + self.rejects.num_rows
+        return int(self.data.num_rows + self.rejects.num_rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class Load:
         """Records in, for reconciliation: ``records`` if set, else rows + dead letters."""
         if self.records >= 0:
             return self.records
-        return self.data.num_rows + self.dead_letters.num_rows
+        return int(self.data.num_rows + self.dead_letters.num_rows)
 
 
 @dataclass(frozen=True, slots=True)

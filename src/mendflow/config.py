@@ -10,7 +10,18 @@
       table: orders
     write_mode: merge
     primary_key: [id]
-    columns: {amount: double, updated_at: timestamptz}
+    columns: {amount: double, updated_at: timestamptz}   # types only; or a full contract:
+    contract:
+      columns:
+        id: {type: bigint, nullable: false}
+        amount: {type: double, min: 0}
+        status: {type: varchar, in: [new, paid, shipped], on_error: null}
+      unique: [id]
+    schema: evolve               # or freeze, discard_columns
+    checks:                      # audits inside the load transaction, before publishing
+      - {check: unique_key, columns: [id]}
+      - {check: null_rate, column: email, max_rate: 0.05, severity: warn}
+    max_replays: 3               # mendflow dlq replay tries a dead letter at most this often
     transforms:
       - sql: SELECT *, amount * qty AS total FROM batch
       - python: mypackage.cleaning:drop_test_orders
@@ -42,6 +53,8 @@ from mendflow._validate import (
     required,
     suggest,
 )
+from mendflow.checks import checks_from_spec
+from mendflow.contracts.contract import Contract
 from mendflow.exceptions import ConfigError
 from mendflow.pipeline import Pipeline
 from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
@@ -51,10 +64,10 @@ from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.sources.files import ROW_GROUP, FileSource
 from mendflow.sources.http import HttpSource, Pagination
 from mendflow.transforms import SqlTransform
-from mendflow.typing import Transform
+from mendflow.typing import Check, Transform
 
 _TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
-        "state", "healing"}
+        "state", "healing", "contract", "schema", "checks", "max_replays"}
 _HEALING = {"max_actions", "window_s", "cooldown_s", "base_s", "cap_s", "webhook"}
 _SOURCES = {
     "files": {"type", "path", "format", "batch_size", "min_age_s"},
@@ -119,6 +132,10 @@ def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
         write_mode=top.get("write_mode", "append"),
         primary_key=_key(top.get("primary_key"), f"{origin}: primary_key"),
         columns=_columns(top.get("columns") or {}, f"{origin}: columns"),
+        contract=_contract(top.get("contract"), f"{origin}: contract"),
+        schema=top.get("schema", "evolve"),
+        checks=_checks(top.get("checks") or [], f"{origin}: checks"),
+        max_replays=top.get("max_replays", 3),
     )
 
 
@@ -220,6 +237,14 @@ def _columns(value: Any, where: str) -> dict[str, str]:
         if not isinstance(kind, str):
             raise ConfigError(f"{where}.{column} must be a type name such as double, not {kind!r}.")
     return {str(k): v for k, v in spec.items()}
+
+
+def _contract(value: Any, where: str) -> Contract | None:
+    return None if value is None else Contract.from_spec(value, where)
+
+
+def _checks(value: Any, where: str) -> tuple[Check, ...]:
+    return checks_from_spec(value, where)
 
 
 def _path(value: Any, base: Path, where: str) -> str:

@@ -9,7 +9,8 @@ healing ledger) in ``state.db`` next to the DuckDB file:
 2. the API goes down: its breaker opens and the orders are served from the last good snapshot;
 3. the API is back: the window the snapshot served is read again from the API (converged);
 4. ``/customers`` answers 401 to an expired token: permanent, so one page, no retry;
-5. two CSV drops, one with a malformed amount, which is set aside as a dead letter.
+5. three CSV drops under a record contract: bad values, a duplicate key and a ragged line go to
+   the dead-letter store with their reasons; a column added mid-stream is added to the table.
 
 The summary lists each incident of the ledger and how it healed. A second demo in the same
 folder loads nothing new and leaves the same rows.
@@ -17,8 +18,6 @@ folder loads nothing new and leaves the same rows.
 
 from __future__ import annotations
 
-import csv
-import random
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +26,12 @@ import duckdb
 
 from mendflow.clock import SYSTEM_CLOCK
 from mendflow.demo._api import OrdersApi
+from mendflow.demo._drops import (
+    dead_letters_by_reason,
+    drops_pipeline,
+    schema_versions,
+    write_drops,
+)
 from mendflow.events import BatchLoaded, BatchRead, Recovered, RetryScheduled, RunStarted
 from mendflow.exceptions import MendflowError
 from mendflow.pipeline import Pipeline
@@ -37,13 +42,11 @@ from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
 from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.sources.fallback import FallbackSource, SnapshotStore
-from mendflow.sources.files import FileSource
 from mendflow.sources.http import HttpSource, Pagination
 from mendflow.state.store import StateStore
 from mendflow.testing import EventLog
 
 ORDERS, NEW_ORDERS = 500, 40
-DROPS = ("sales-2026-01-01.csv", "sales-2026-01-02.csv")
 
 #: Step 1's script, by request number: blips on pages 2-4, then four 503s in a row on page 5.
 SCRIPT: Final = {
@@ -69,7 +72,7 @@ def run_demo(workdir: str | Path) -> dict[str, Any]:
     """Run the demo's steps in ``workdir`` and return the summary."""
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    _write_drops(folder / "drops")
+    write_drops(folder / "drops")
     db = folder / "warehouse.duckdb"
     store = StateStore(f"sqlite:///{folder / 'state.db'}")
     log, pager, started = EventLog(), _Pager(), SYSTEM_CLOCK.now()
@@ -89,7 +92,8 @@ def run_demo(workdir: str | Path) -> dict[str, Any]:
             steps.append(step("API back: re-read from where it failed", orders))
             steps.append(step("401 on /customers", _customers_pipeline(api.url, db), "escalated"))
             faults = [f"request {s.number}: {s.fault}" for s in api.log if s.fault]
-        steps.append(step("CSV drops, one bad amount", _drops_pipeline(folder / "drops", db)))
+        drops = drops_pipeline(folder / "drops", db)
+        steps.append(step("CSV drops: bad rows, a ragged line, a new column", drops))
         incidents = [  # this demo's, and any an earlier one left unhealed
             i for i in Ledger(store).incidents(limit=1_000)
             if i["detected_at"] >= started or i["status"] != "healed"
@@ -109,6 +113,8 @@ def run_demo(workdir: str | Path) -> dict[str, Any]:
             if isinstance(e, Recovered)
         ],
         "incidents": [_incident(i) for i in reversed(incidents)],
+        "dead_letters": dead_letters_by_reason(db),
+        "schema_versions": schema_versions(db),
         "pages": [{"kind": a.kind, "pipeline": a.pipeline, "failure_class": a.failure_class,
                    "dependency": a.dependency} for a in pager.alerts],
         "failed": any(s["status"] != s["expected"] for s in steps),
@@ -138,6 +144,14 @@ def render(summary: dict[str, Any]) -> str:
     lines += ["", f"  pages sent ({len(pages)}):"]
     lines += [f"    - {a['kind']}: {a['pipeline']} {a['failure_class']} on {a['dependency']}"
               for a in pages] or ["    - none"]
+    dead = summary["dead_letters"]
+    lines += ["", f"  dead letters of the CSV drops ({len(dead)}; `mendflow dlq list` shows them):"]
+    lines += [f"    - {d['stage']}: {d['reason']}" for d in dead] or ["    - none"]
+    lines += ["", "  store_sales schema versions (`mendflow schema history` shows them):"]
+    for v in summary["schema_versions"]:
+        changes = [f"{c['change']} {c['column']} {c['to'] or ''}".strip() for c in v["changes"]]
+        said = f"created with {len(changes)} columns" if v["version"] == 1 else ", ".join(changes)
+        lines.append(f"    - v{v['version']}: {said}")
     lines += ["", f"  the DuckDB file: {summary['destination']}"]
     return "\n".join(lines)
 
@@ -177,16 +191,6 @@ def _customers_pipeline(url: str, db: Path) -> Pipeline:
     return Pipeline(
         name="api_customers", source=source, destination=DuckDBSink(db, table="customers"),
         write_mode="replace",
-    )
-
-
-def _drops_pipeline(drops: Path, db: Path) -> Pipeline:
-    return Pipeline(
-        name="store_drops",
-        source=FileSource(drops / "*.csv", name="csv-drops"),
-        destination=DuckDBSink(db, table="store_sales"),
-        write_mode="append",
-        columns={"amount": "double", "qty": "bigint", "sold_at": "timestamp"},
     )
 
 
@@ -265,30 +269,3 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
         return 0
     found = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
     return int(found[0]) if found else 0
-
-
-def _write_drops(folder: Path) -> None:
-    """Two deterministic CSV files of store sales; the second has one malformed amount."""
-    folder.mkdir(exist_ok=True)
-    rng = random.Random(7)
-    for day, name in enumerate(DROPS, 1):
-        rows = [
-            {
-                "sale_id": day * 1000 + i,
-                "store": rng.choice(["berlin", "lyon", "porto", "turin"]),
-                "sku": f"SKU-{rng.randint(100, 999)}",
-                "qty": rng.randint(1, 5),
-                "amount": f"{rng.uniform(2, 300):.2f}",
-                "sold_at": f"2026-01-{day:02d} {8 + i % 12:02d}:{i % 60:02d}:00",
-            }
-            for i in range(150)
-        ]
-        if day == 2:
-            rows[42]["amount"] = "n/a"
-        path = folder / name
-        if path.exists():
-            continue
-        with path.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
