@@ -11,11 +11,24 @@
     ).run()
 """
 
-from mendflow.batch import Batch, Load, Position, WriteMode
+from mendflow.batch import (
+    Audit,
+    Batch,
+    Committed,
+    Finding,
+    Load,
+    Position,
+    SchemaPolicy,
+    WriteMode,
+)
+from mendflow.checks import Freshness, NullRate, Reconciliation, UniqueKey, Volume
 from mendflow.clock import SYSTEM_CLOCK, Clock
+from mendflow.contracts import Column, Contract, Expr, Length, Matches, OneOf, Range
+from mendflow.deadletter import DeadLetter, Filter, ReplayResult, replay
 from mendflow.events import Event, Hooks
 from mendflow.exceptions import (
     BadData,
+    CheckFailed,
     ConfigError,
     DependencyDown,
     DestinationError,
@@ -45,41 +58,60 @@ from mendflow.sources import (
 )
 from mendflow.state import StateStore
 from mendflow.transforms import SqlTransform
-from mendflow.typing import Hook, Sink, Source, Transform
+from mendflow.typing import Check, Hook, Sink, Source, Transform
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "Audit",
     "BadData",
     "Batch",
     "BreakerPolicy",
     "BreakerState",
+    "Check",
+    "CheckFailed",
     "CircuitBreaker",
     "Clock",
+    "Column",
+    "Committed",
     "ConfigError",
+    "Contract",
+    "DeadLetter",
     "DependencyDown",
     "DestinationError",
     "DestinationUnavailable",
     "DuckDBSink",
     "Event",
+    "Expr",
     "FallbackSource",
     "FileSource",
+    "Filter",
+    "Finding",
+    "Freshness",
     "Hook",
     "Hooks",
     "HttpSource",
     "Interrupted",
+    "Length",
     "Load",
+    "Matches",
     "MendflowError",
+    "NullRate",
+    "OneOf",
     "Pagination",
     "PermanentError",
     "Pipeline",
     "Position",
+    "Range",
     "RateLimited",
+    "Reconciliation",
+    "ReplayResult",
     "ResourceExhausted",
     "Retry",
     "RunResult",
     "SchemaMismatch",
+    "SchemaPolicy",
     "Sink",
     "SnapshotSource",
     "SnapshotStore",
@@ -91,7 +123,10 @@ __all__ = [
     "Transform",
     "TransformError",
     "TransientError",
+    "UniqueKey",
+    "Volume",
     "WriteMode",
     "provenance",
+    "replay",
     "retrying",
 ]

@@ -8,13 +8,14 @@ import os
 import click
 
 from mendflow import config
+from mendflow._cli_base import Commands
 from mendflow.contracts.infer import render
 from mendflow.exceptions import ConfigError
 from mendflow.sources.files import FileSource
 
 __all__ = ["contract"]
 
-contract = click.Group("contract", help="Record contracts: column types, nullability, checks.")
+contract = Commands("contract", help="Record contracts: column types, nullability, checks.")
 
 
 @contract.command("infer")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,26 +13,15 @@ from typing import Any, TypeVar
 import click
 
 from mendflow import config
+from mendflow._cli_base import Commands
 from mendflow.deadletter import DeadLetter, DeadLetterStore, Filter, replay, store_for
-from mendflow.exceptions import MendflowError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class _Group(click.Group):
-    """Mendflow errors as one clear line and their exit code (2 for a user error)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MendflowError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group("dlq", cls=_Group)
+@click.group("dlq", cls=Commands)
 def dlq() -> None:
     """The dead-letter store: records set aside, why, and their replay."""
 

@@ -8,6 +8,7 @@ import os
 import click
 
 from mendflow import config
+from mendflow._cli_base import Commands
 from mendflow.contracts.schema import Change, Version
 from mendflow.exceptions import ConfigError
 from mendflow.sinks.duckdb import DuckDBSink
@@ -16,7 +17,7 @@ __all__ = ["schema"]
 
 _MARKS = {"added": "+", "widened": "~", "narrowed": "~", "removed": "-", "discarded": "x"}
 
-schema = click.Group("schema", help="The destination table's schema: its versions and diffs.")
+schema = Commands("schema", help="The destination table's schema: its versions and diffs.")
 
 
 @schema.command("history")

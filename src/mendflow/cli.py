@@ -12,18 +12,17 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
 
 from mendflow import config
+from mendflow._cli_base import Commands
 from mendflow._cli_contract import contract
 from mendflow._cli_dlq import dlq
 from mendflow._cli_schema import schema
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
-from mendflow.exceptions import MendflowError
 from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
 from mendflow.remediation.kpi import service_levels
 from mendflow.remediation.ledger import Ledger
@@ -33,34 +32,7 @@ from mendflow.state.store import StateStore, default_state_url
 _STATE_HELP = "State store URL (default: $MENDFLOW_STATE_URL or sqlite:///.mendflow/state.db)."
 
 
-class _Group(click.Group):
-    """Turns mendflow errors into one clear paragraph and the right exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MendflowError as exc:
-            _fail(f"error: {exc}", exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; the next run resumes from the last committed batch.", 130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, said plainly
-            if os.environ.get("MENDFLOW_DEBUG"):
-                traceback.print_exc()
-            _fail(
-                f"internal error: {type(exc).__name__}: {exc}. This is a bug in mendflow; "
-                "set MENDFLOW_DEBUG=1 to print the traceback and report it.",
-                1,
-            )
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(message, err=True)
-    sys.exit(code)
-
-
-@click.group(cls=_Group)
+@click.group(cls=Commands)
 @click.version_option(package_name="mendflow")
 def main() -> None:
     """Self-healing data pipelines with exactly-once loads."""
