@@ -47,12 +47,33 @@ def test_relative_paths_start_at_the_yaml_files_folder(tmp_path: Path) -> None:
         ({"destination": {"type": "duckdb", "path": "x", "table": "t",
                           "breaker": {"open_s": "fast"}}},
          r"destination.breaker.open_s must be a number, not a str"),
+        ({"schema": "evolv"}, r"unknown schema policy 'evolv'; use one of: evolve, freeze"),
+        ({"max_replays": 0}, r"max_replays must be a whole number >= 1"),
+        ({"contract": {"columns": {"id": {"type": "bigint", "nulable": False}}}},
+         r"unknown key 'nulable' \(did you mean 'nullable'\?\)"),
+        ({"checks": [{"check": "unique_keys", "columns": ["id"]}]}, r"unique_key"),
     ],
 )
 def test_each_mistake_is_named(tmp_path: Path, change: dict[str, object], message: str) -> None:
     """A wrong key or value raises ConfigError naming it and what to do."""
     with pytest.raises(ConfigError, match=message):
         load(write_pipeline(tmp_path / "p.yaml", **(BASE | change)))
+
+
+def test_contract_schema_checks_and_replays_come_from_the_file(tmp_path: Path) -> None:
+    """The data-contract keys build the pipeline's contract, drift policy, checks and guard."""
+    spec = load(write_pipeline(
+        tmp_path / "p.yaml", **BASE, schema="freeze", max_replays=5,
+        contract={"columns": {"id": {"type": "bigint", "nullable": False},
+                              "amount": {"type": "double", "min": 0}}, "unique": ["id"]},
+        checks=[{"check": "null_rate", "column": "amount", "max_rate": 0.1, "severity": "warn"}],
+    ))
+    pipeline = spec.pipeline
+    assert (pipeline.schema, pipeline.max_replays) == ("freeze", 5)
+    assert pipeline.contract is not None
+    assert pipeline.contract.to_spec()["unique"] == ["id"]
+    [check] = pipeline.checks
+    assert (check.name, check.blocking) == ("null_rate(amount)", False)
 
 
 def test_unparseable_yaml_gives_the_line(tmp_path: Path) -> None:
