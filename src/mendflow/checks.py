@@ -37,10 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from mendflow._validate import as_mapping, describe, known, suggest
+from mendflow._arrow import newest_epoch
+from mendflow._validate import describe, suggest
 from mendflow.batch import Audit, Finding
 from mendflow.exceptions import ConfigError
 from mendflow.typing import Check
@@ -264,7 +262,7 @@ class Freshness:
         """Take the column's maximum and compare its age with the limit."""
         if self.column not in audit.data.column_names:
             return _finding(self, False, _absent(self.column, audit))
-        newest = _newest_epoch(audit.data.column(self.column))
+        newest = newest_epoch(audit.data.column(self.column))
         if isinstance(newest, str):
             return _finding(self, False, newest)
         age = audit.now - newest
@@ -276,35 +274,6 @@ class Freshness:
             f"{measured}. The source may be serving stale data: check that it is still "
             "updated; if this lag is normal, raise max_age_s.",
         )
-
-
-_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-
-
-def _newest_epoch(column: pa.ChunkedArray) -> float | str:
-    """The column's newest value in epoch seconds, or why there is none."""
-    kind = column.type
-    try:
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            column = _parse_iso(column)
-        elif pa.types.is_date(kind):
-            column = column.cast(pa.timestamp("s"))
-    except pa.ArrowInvalid as exc:
-        return f"{column.type} values are not ISO 8601 timestamps ({exc}); declare the type."
-    if not pa.types.is_timestamp(column.type):
-        return f"the column is {kind}, not a timestamp; point the check at a timestamp column."
-    newest = pc.max(column)
-    if not newest.is_valid:
-        return "every value is null: no timestamp to judge. Fix the source or the column name."
-    unit = column.type.unit
-    return float(newest.value) / _PER_SECOND[unit]
-
-
-def _parse_iso(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    try:
-        return pc.cast(column, pa.timestamp("us", tz="UTC"))
-    except pa.ArrowInvalid:
-        return pc.cast(column, pa.timestamp("us"))
 
 
 def _absent(column: str, audit: Audit) -> str:
@@ -319,72 +288,8 @@ def _check_column(column: Any, what: str) -> None:
         raise ConfigError(f"{what} needs a column name, not {describe(column)}.")
 
 
-# -- pipeline files --------------------------------------------------------------------------
-
-_SEVERITY = {"block": True, "warn": False}
-_KINDS: dict[str, tuple[type[Any], set[str], set[str]]] = {  # class, required, optional keys
-    "unique_key": (UniqueKey, {"columns"}, set()),
-    "null_rate": (NullRate, {"column", "max_rate"}, set()),
-    "volume": (Volume, set(), {"z", "min_history", "window"}),
-    "freshness": (Freshness, {"column", "max_age_s"}, set()),
-}
-
-
 def checks_from_spec(spec: Any, where: str) -> tuple[Check, ...]:
-    """Build checks from a pipeline file's ``checks:`` list; ``where`` names it in errors.
+    """Build checks from a pipeline file's ``checks:`` list; see ``mendflow._checks_spec``."""
+    from mendflow._checks_spec import checks_from_spec as build  # it imports the classes above
 
-    Each entry is ``{check: KIND, severity: block|warn, ...the check's own keys}``.
-    """
-    if spec is None:
-        return ()
-    if not isinstance(spec, list):
-        raise ConfigError(
-            f"{where} must be a list of `- check: ...` entries, not {describe(spec)}."
-        )
-    return tuple(_check(entry, f"{where}[{number}]") for number, entry in enumerate(spec))
-
-
-def _check(entry: Any, where: str) -> Check:
-    fields = dict(as_mapping(entry, where))
-    kind = fields.pop("check", None)
-    if kind == "reconciliation":
-        raise ConfigError(f"{where}: reconciliation always runs; remove this entry.")
-    if kind not in _KINDS:
-        raise ConfigError(
-            f"{where}: unknown check {describe(kind)}{suggest(kind, set(_KINDS))}; use one of: "
-            f"{', '.join(_KINDS)}."
-        )
-    cls, needed, optional = _KINDS[kind]
-    known(fields, needed | optional | {"severity"}, where)
-    missing = sorted(needed - fields.keys())
-    if missing:
-        raise ConfigError(f"{where}: check {kind} needs `{missing[0]}:`.")
-    severity = fields.pop("severity", "warn" if kind == "volume" else "block")
-    if severity not in _SEVERITY:
-        raise ConfigError(
-            f"{where}.severity must be block or warn, not {describe(severity)}"
-            f"{suggest(severity, set(_SEVERITY))}."
-        )
-    _check_numbers(fields, where)
-    try:
-        check: Check = cls(**fields, blocking=_SEVERITY[severity])
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return check
-
-
-def _check_numbers(fields: dict[str, Any], where: str) -> None:
-    for key in ("max_rate", "max_age_s", "z"):
-        value = fields.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}.{key} must be a number, not {describe(value)}.")
-    for key in ("min_history", "window"):
-        value = fields.get(key, 2)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}.{key} must be a whole number, not {describe(value)}.")
-    if "columns" in fields:
-        columns = fields["columns"]
-        columns = [columns] if isinstance(columns, str) else columns
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise ConfigError(f"{where}.columns must be a list of column names.")
-        fields["columns"] = tuple(columns)
+    return build(spec, where)
