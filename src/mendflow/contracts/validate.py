@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -26,53 +25,13 @@ import pyarrow.compute as pc
 from mendflow import _engine
 from mendflow._sql import ident
 from mendflow.batch import DEAD_LETTER_SCHEMA, no_dead_letters
-from mendflow.contracts.contract import Column, Contract, Length, Matches, OneOf, Range
+from mendflow.contracts._plan import BAD, DUP, Plan, bind, build_plan, flags_sql
+from mendflow.contracts.contract import Contract
 from mendflow.exceptions import BadData, ConfigError
 
 __all__ = ["set_aside", "validate"]
 
-_INDEX, _DUP, _BAD = "__mf_i", "__mf_dup", "__mf_bad"
-
-
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """One failure condition: its flag column, and how a bad row's message is built."""
-
-    flag: str
-    check: str
-    column: str | None
-    message: str  # SQL over the row as read (alias ``r``) giving the message text
-    cast: bool = False  # a value that did not cast: stage "coerce"
-
-
-@dataclass(slots=True)
-class _Plan:
-    """The SQL of both queries and the values bound into them, built column by column."""
-
-    params: dict[str, Any] = field(default_factory=dict)  # bound into the flags query
-    texts: dict[str, Any] = field(default_factory=dict)  # bound into the reasons query
-    checks: list[_Check] = field(default_factory=list)
-    tries: list[str] = field(default_factory=list)  # TRY_CAST of each present declared column
-    values: list[str] = field(default_factory=list)  # typed output columns
-    casts: list[str] = field(default_factory=list)  # cast-failure flags over the raw values
-    conditions: list[str] = field(default_factory=list)  # check flags over the typed values
-    fail: dict[str, tuple[str, str]] = field(default_factory=dict)  # flag -> (column, type)
-
-    def bind(self, value: Any) -> str:
-        name = f"p{len(self.params)}"
-        self.params[name] = value
-        return f"${name}"
-
-    def text(self, value: str) -> str:
-        return _bind(self.texts, value)
-
-    def add(self, condition: str, *, check: str, column: str | None, message: str,
-            cast: bool = False) -> None:
-        flag = f"__mf_f{len(self.checks)}"
-        (self.casts if cast else self.conditions).append(
-            f"COALESCE({condition}, false) AS {flag}"
-        )
-        self.checks.append(_Check(flag, check, column, message, cast))
+_INDEX = "__mf_i"
 
 
 def validate(
@@ -96,13 +55,13 @@ def validate(
     if nothing or not table.num_columns:  # DuckDB cannot register a table of no columns
         return table, no_dead_letters()
     with _cursor(con) as cur:
-        plan = _plan(table, contract, present)
+        plan = build_plan(table, contract, present)
         source = _indexed(cur, table, contract) if contract.unique else table
-        result = _query(cur, source, _flags_sql(plan, contract), plan.params)
+        result = _query(cur, source, flags_sql(plan, contract), plan.params)
         flags = [c.flag for c in plan.checks]
         _raise_failures(plan, result, table)
-        mask = result[_BAD]
-        good = result.drop_columns([*flags, _BAD])
+        mask = result[BAD]
+        good = result.drop_columns([*flags, BAD])
         if not pc.any(mask).as_py():
             return good, no_dead_letters()
         dead = _dead_letters(cur, plan, table, result.select(flags), mask, raw, raw_format)
@@ -131,102 +90,6 @@ def set_aside(
     return dead
 
 
-def _plan(table: pa.Table, contract: Contract, keys: Sequence[str]) -> _Plan:
-    plan = _Plan()
-    present = set(table.column_names)
-    for name, column in contract.columns.items():
-        _plan_column(plan, name, column, present=name in present)
-    for name in table.column_names:
-        if name not in contract.columns:
-            plan.values.append(ident(name))
-    for key in keys:
-        plan.add(f"{ident(key)} IS NULL", check="primary_key", column=key,
-                 message=plan.text("primary key is null"))
-    if contract.unique:
-        label = ", ".join(contract.unique)
-        plan.add(_DUP, check="unique", column=label, message=plan.text("duplicate key"))
-    for expr in contract.expressions:
-        plan.add(f"NOT ({expr.sql})", check="expression", column=None,
-                 message=plan.text(f"{expr.name}: {expr.sql} is false"))
-    return plan
-
-
-def _plan_column(plan: _Plan, name: str, column: Column, *, present: bool) -> None:
-    col, kind = ident(name), column.sql_type
-    value = f"r.{col}"
-    shown = f"coalesce(CAST({value} AS VARCHAR), 'null')"
-    if not present:
-        plan.values.append(f"CAST(NULL AS {kind}) AS {col}")
-        if not column.nullable:
-            plan.add("true", check="not_null", column=name, message=plan.text("column missing"))
-        return
-    typed = f"__mf_v{len(plan.tries)}"
-    plan.tries.append(f"TRY_CAST({col} AS {kind}) AS {typed}")
-    plan.values.append(f"{typed} AS {col}")
-    null = f"{col} IS NULL"
-    if column.on_error != "null":
-        flag_message = f"{shown} || {plan.text(f' is not {column.type}')}"
-        plan.add(f"{col} IS NOT NULL AND {typed} IS NULL", check="type",
-                 column=name, message=flag_message, cast=True)
-        null = f"{col} IS NULL AND NOT {plan.checks[-1].flag}"  # null as read, not by the cast
-        if column.on_error == "fail":
-            plan.fail[plan.checks[-1].flag] = (name, column.type)
-    if not column.nullable:
-        plan.add(null, check="not_null", column=name, message=plan.text("is null"))
-    for check in column.checks:
-        condition, kind_name, text = _condition(plan, col, kind, check)
-        plan.add(condition, check=kind_name, column=name,
-                 message=f"{shown} || {plan.text(text)}")
-
-
-def _condition(plan: _Plan, col: str, kind: str, check: Any) -> tuple[str, str, str]:
-    """(failure condition over the typed value, check name, message suffix) of ``check``."""
-    if isinstance(check, Range):
-        sides = _sides(plan, col, check.min, check.max, cast=kind)
-        return sides, "range", _outside("", check.min, check.max)
-    if isinstance(check, OneOf):
-        values = ", ".join(f"CAST({plan.bind(v)} AS {kind})" for v in check.values)
-        allowed = ", ".join(str(v) for v in check.values)
-        return f"{col} NOT IN ({values})", "in", f" is not one of: {allowed}"
-    if isinstance(check, Matches):
-        condition = f"NOT regexp_matches(CAST({col} AS VARCHAR), {plan.bind(check.pattern)})"
-        return condition, "regex", f" does not match {check.pattern}"
-    assert isinstance(check, Length)
-    sides = _sides(plan, f"length(CAST({col} AS VARCHAR))", check.min, check.max, cast="BIGINT")
-    return sides, "length", _outside("has a length that ", check.min, check.max)
-
-
-def _sides(plan: _Plan, value: str, low: Any, high: Any, *, cast: str) -> str:
-    """SQL true when ``value`` is below ``low`` or above ``high`` (None: that side is open)."""
-    sides = [f"{value} {op} CAST({plan.bind(bound)} AS {cast})"
-             for op, bound in (("<", low), (">", high)) if bound is not None]
-    return " OR ".join(sides)
-
-
-def _outside(what: str, low: Any, high: Any) -> str:
-    if low is None:
-        return f" {what}is above the maximum {high}"
-    if high is None:
-        return f" {what}is below the minimum {low}"
-    return f" {what}is outside [{low}, {high}]"
-
-
-def _flags_sql(plan: _Plan, contract: Contract) -> str:
-    """Typed columns, one flag per check and their OR, for every row, in the batch's order.
-
-    Three layers: the casts, then the typed columns with the cast-failure flags (which see the
-    raw values), then the check flags (which see the typed values by their column names).
-    """
-    bad = " OR ".join(c.flag for c in plan.checks) or "false"
-    tries = "".join(f", {t}" for t in plan.tries)
-    conditions = "".join(f", {c}" for c in plan.conditions)
-    dup = [_DUP] if contract.unique else []
-    typed = ", ".join([*plan.values, *plan.casts, *dup])
-    rest = f"* EXCLUDE ({_DUP})" if contract.unique else "*"
-    return (
-        f"SELECT *, ({bad}) AS {_BAD} FROM (SELECT {rest}{conditions} FROM ("
-        f"SELECT {typed} FROM (SELECT *{tries} FROM __mf_in)))"
-    )
 
 
 def _indexed(cur: duckdb.DuckDBPyConnection, table: pa.Table, contract: Contract) -> pa.Table:
@@ -237,7 +100,7 @@ def _indexed(cur: duckdb.DuckDBPyConnection, table: pa.Table, contract: Contract
     for key in contract.unique:
         column = contract.columns.get(key)
         if key not in table.column_names:
-            return table.append_column(_DUP, pa.repeat(False, table.num_rows))
+            return table.append_column(DUP, pa.repeat(False, table.num_rows))
         keys.append(ident(key) if column is None else
                     f"TRY_CAST({ident(key)} AS {column.sql_type})")
     partition = ", ".join(keys)
@@ -247,10 +110,10 @@ def _indexed(cur: duckdb.DuckDBPyConnection, table: pa.Table, contract: Contract
         f"ORDER BY {_INDEX}) AS n FROM __mf_in WHERE {not_null}) WHERE n > 1"
     )
     dups = _query(cur, table.append_column(_INDEX, index), sql, {})
-    return table.append_column(_DUP, pc.is_in(index, value_set=dups[_INDEX].combine_chunks()))
+    return table.append_column(DUP, pc.is_in(index, value_set=dups[_INDEX].combine_chunks()))
 
 
-def _raise_failures(plan: _Plan, result: pa.Table, table: pa.Table) -> None:
+def _raise_failures(plan: Plan, result: pa.Table, table: pa.Table) -> None:
     """Raise ``BadData`` for the first value of an ``on_error: fail`` column that did not cast."""
     for flag, (name, kind) in plan.fail.items():
         if pc.any(result[flag]).as_py():
@@ -265,7 +128,7 @@ def _raise_failures(plan: _Plan, result: pa.Table, table: pa.Table) -> None:
 
 def _dead_letters(
     cur: duckdb.DuckDBPyConnection,
-    plan: _Plan,
+    plan: Plan,
     table: pa.Table,
     flags: pa.Table,
     mask: pa.ChunkedArray,
@@ -279,10 +142,10 @@ def _dead_letters(
     for check in plan.checks:
         label = "" if check.column is None else f"{check.column}: "
         message = f"(CASE WHEN f.{check.flag} THEN {check.message} END)"
-        reasons.append(f"{_bind(params, label)} || {message}")
+        reasons.append(f"{bind(params, label)} || {message}")
         entries.append(
-            f"CASE WHEN f.{check.flag} THEN {{'check': {_bind(params, check.check)}, "
-            f"'column': CAST({_bind(params, check.column)} AS VARCHAR), 'message': {message}}} END"
+            f"CASE WHEN f.{check.flag} THEN {{'check': {bind(params, check.check)}, "
+            f"'column': CAST({bind(params, check.column)} AS VARCHAR), 'message': {message}}} END"
         )
     cast = " OR ".join(f"f.{c.flag}" for c in plan.checks if c.cast) or "false"
     record = "''" if raw is not None else "to_json(r)"
@@ -311,10 +174,6 @@ def _dead_letters(
     )
 
 
-def _bind(params: dict[str, Any], value: Any) -> str:
-    name = f"t{len(params)}"
-    params[name] = value
-    return f"${name}"
 
 
 def _query(
