@@ -41,35 +41,21 @@ batch and treats types as ``evolve`` does (it fixes the column *set*, not the ty
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from mendflow.batch import SchemaPolicy
+from mendflow.contracts._lattice import FLOATS, INTS, NULL, common, fits
 
 __all__ = [
-    "Change", "Column", "Plan", "Retyped", "SchemaDiff", "Version", "between", "common", "diff",
-    "fits", "plan", "settle",
+    "NULL", "Change", "Column", "Plan", "Retyped", "SchemaDiff", "Version", "between", "common",
+    "diff", "fits", "plan", "settle",
 ]
 
 #: What a change did: a column added, widened, missing from the batch, dropped from the batch,
 #: or a batch type narrower than (or foreign to) the table's, checked value by value.
 ChangeKind = Literal["added", "widened", "removed", "discarded", "narrowed"]
-
-#: The type of a batch column whose every value is null: it fits anything and adds nothing.
-NULL = "NULL"
-
-_INTS: dict[str, tuple[int, bool]] = {  # bits of magnitude, signed
-    "TINYINT": (7, True), "SMALLINT": (15, True), "INTEGER": (31, True), "BIGINT": (63, True),
-    "HUGEINT": (127, True), "UTINYINT": (8, False), "USMALLINT": (16, False),
-    "UINTEGER": (32, False), "UBIGINT": (64, False), "UHUGEINT": (128, False),
-}
-_FLOATS = {"FLOAT": 24, "DOUBLE": 53}  # mantissa bits
-_TIMES = ("DATE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP")
-_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
-_NOT_TEXT = ("BLOB", "VARCHAR")
-_WIDER = ("SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "DOUBLE", "TIMESTAMP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +203,7 @@ def diff(table: Sequence[Column], batch: Sequence[Column]) -> SchemaDiff:
 
 def _retyped(column: str, table: str, batch: str) -> Retyped:
     wider = common(table, batch)
-    held = "DOUBLE" if wider is None and table in _INTS and batch in _FLOATS else None
+    held = "DOUBLE" if wider is None and table in INTS and batch in FLOATS else None
     return Retyped(column, table, batch, wider, held)
 
 
@@ -241,81 +227,6 @@ def plan(change: SchemaDiff, policy: SchemaPolicy) -> Plan:
                     removed=change.removed)
     return Plan(add=change.added, widen=change.widened, check=change.narrowed,
                 removed=change.removed)
-
-
-def fits(value: str, column: str) -> bool:
-    """Whether every value of type ``value`` is exactly a value of type ``column``."""
-    if value in (column, NULL):
-        return True
-    if column == "VARCHAR":
-        return value not in _NOT_TEXT and not _nested(value)
-    if value in _INTS:
-        return _int_fits(value, column)
-    if value == "FLOAT":
-        return column == "DOUBLE"
-    if value in _TIMES and column in _TIMES:
-        return _TIMES.index(value) < _TIMES.index(column)
-    return _decimal_fits(value, column)
-
-
-def common(a: str, b: str) -> str | None:
-    """The narrowest type both fit losslessly, never ``VARCHAR``; None if there is none."""
-    if fits(a, b) and b != "VARCHAR":
-        return b
-    if fits(b, a) and a != "VARCHAR":
-        return a
-    joined = _decimal_join(a, b)
-    candidates: tuple[str, ...] = (*_WIDER[:4], *((joined,) if joined else ()), *_WIDER[4:])
-    for wider in candidates:
-        if fits(a, wider) and fits(b, wider):
-            return wider
-    return None
-
-
-def _int_fits(value: str, column: str) -> bool:
-    bits, signed = _INTS[value]
-    if column in _INTS:
-        to_bits, to_signed = _INTS[column]
-        return bits <= to_bits and (to_signed or not signed)
-    if column in _FLOATS:
-        return bits <= _FLOATS[column]
-    scale = _decimal(column)
-    return scale is not None and scale[0] - scale[1] >= len(str(2**bits))
-
-
-def _decimal_fits(value: str, column: str) -> bool:
-    have, want = _decimal(value), _decimal(column)
-    if have is None:
-        return False
-    if want is None:  # a decimal without decimals into an integer with room for every digit
-        return column in _INTS and have[1] == 0 and have[0] < len(str(2 ** _INTS[column][0]))
-    return want[1] >= have[1] and want[0] - want[1] >= have[0] - have[1]
-
-
-def _decimal_join(a: str, b: str) -> str | None:
-    digits = [_digits(t) for t in (a, b)]
-    if None in digits:
-        return None
-    whole = max(d[0] for d in digits if d)
-    scale = max(d[1] for d in digits if d)
-    return f"DECIMAL({whole + scale},{scale})" if whole + scale <= 38 else None
-
-
-def _digits(kind: str) -> tuple[int, int] | None:
-    """Integer digits and decimals a type needs, for numbers that have them."""
-    if kind in _INTS:
-        return len(str(2 ** _INTS[kind][0])), 0
-    scale = _decimal(kind)
-    return None if scale is None else (scale[0] - scale[1], scale[1])
-
-
-def _decimal(kind: str) -> tuple[int, int] | None:
-    match = _DECIMAL.fullmatch(kind)
-    return None if match is None else (int(match[1]), int(match[2]))
-
-
-def _nested(kind: str) -> bool:
-    return kind.endswith("]") or kind.startswith(("STRUCT", "MAP", "UNION"))
 
 
 def between(before: Sequence[Column], after: Sequence[Column]) -> tuple[Change, ...]:
