@@ -12,10 +12,7 @@
     primary_key: [id]
     columns: {amount: double, updated_at: timestamptz}   # types only; or a full contract:
     contract:
-      columns:
-        id: {type: bigint, nullable: false}
-        amount: {type: double, min: 0}
-        status: {type: varchar, in: [new, paid, shipped], on_error: null}
+      columns: {id: {type: bigint, nullable: false}, status: {type: varchar, in: [new, paid]}}
       unique: [id]
     schema: evolve               # or freeze, discard_columns
     checks:                      # audits inside the load transaction, before publishing
