@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import yaml
 
 from mendflow.checks import checks_from_spec
 from mendflow.contracts.contract import Contract
@@ -53,9 +54,25 @@ def drops_pipeline(drops: Path, db: Path) -> Pipeline:
     )
 
 
+def write_pipeline_file(path: Path) -> None:
+    """The drops pipeline as YAML, so ``mendflow dlq`` and ``mendflow schema`` can open it."""
+    spec = {
+        "name": "store_drops",
+        "source": {"type": "files", "path": "drops/*.csv"},
+        "destination": {"type": "duckdb", "path": "warehouse.duckdb", "table": "store_sales"},
+        "write_mode": "append",
+        "schema": "evolve",
+        "contract": CONTRACT,
+        "checks": CHECKS,
+        "state": "sqlite:///state.db",
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+
 def write_drops(folder: Path) -> None:
     """Write the three files (once: a second demo finds them and loads nothing new)."""
     folder.mkdir(exist_ok=True)
+    write_pipeline_file(folder.parent / "store_drops.yaml")
     rng = random.Random(7)
     for day, name in enumerate(DROPS, 1):
         rows = [_sale(rng, day, i) for i in range(150)]

@@ -145,9 +145,10 @@ def render(summary: dict[str, Any]) -> str:
     lines += [f"    - {a['kind']}: {a['pipeline']} {a['failure_class']} on {a['dependency']}"
               for a in pages] or ["    - none"]
     dead = summary["dead_letters"]
-    lines += ["", f"  dead letters of the CSV drops ({len(dead)}; `mendflow dlq list` shows them):"]
+    drops = f"{summary['workdir']}/store_drops.yaml"
+    lines += ["", f"  dead letters of the CSV drops ({len(dead)}; `mendflow dlq list {drops}`):"]
     lines += [f"    - {d['stage']}: {d['reason']}" for d in dead] or ["    - none"]
-    lines += ["", "  store_sales schema versions (`mendflow schema history` shows them):"]
+    lines += ["", f"  store_sales schema versions (`mendflow schema history {drops}`):"]
     for v in summary["schema_versions"]:
         changes = [f"{c['change']} {c['column']} {c['to'] or ''}".strip() for c in v["changes"]]
         said = f"created with {len(changes)} columns" if v["version"] == 1 else ", ".join(changes)
