@@ -27,7 +27,7 @@ from mendflow import config
 from mendflow._cli_dlq import dlq
 from mendflow.batch import DEAD_LETTER_SCHEMA, Audit, Committed, Finding, Load
 from mendflow.deadletter import DeadLetterStore, Filter, replay, store_for
-from mendflow.exceptions import CheckFailed, ConfigError, SchemaMismatch
+from mendflow.exceptions import ConfigError, SchemaMismatch
 from mendflow.pipeline import Pipeline
 from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.testing import EventLog, FakeClock
@@ -433,15 +433,21 @@ class _Refuse:
 def test_a_replay_failing_a_blocking_check_leaves_table_and_store_as_they_were(
     tmp_path: Path,
 ) -> None:
-    """A blocking check that fails rolls the replay back: nothing loaded, nothing settled."""
+    """A blocking check that fails rolls the replay back: nothing loaded, nothing settled; each
+    record stays as it was but for one more attempt, and the result says which check refused."""
     path = _setup(tmp_path)
     _run(path)
     db = tmp_path / "w.duckdb"
     _fix(path)
-    before = (table_hash(db, "orders"), _store(db))
-    with pytest.raises(CheckFailed):
-        replay(_pipeline(path, checks=(_Refuse(),)))
-    assert (table_hash(db, "orders"), _store(db)) == before
+    table, store = table_hash(db, "orders"), _store(db)
+    result = replay(_pipeline(path, checks=(_Refuse(),)))
+    assert (result.loaded, result.failed) == (0, len(store))
+    [blocked] = result.blocked
+    assert "refuse" in blocked
+    assert table_hash(db, "orders") == table
+    after = _store(db)
+    assert [(r[0], r[4], r[5], r[6]) for r in after] == [(r[0], r[4], r[5], r[6]) for r in store]
+    assert [r[1] for r in after] == [r[1] + 1 for r in store]
 
 
 def test_a_replace_pipeline_cannot_replay(tmp_path: Path) -> None:
@@ -570,7 +576,7 @@ def test_cli_replay_prints_counts_and_json(tmp_path: Path) -> None:
     assert "loaded 0, failed again 5, skipped 0, poison 0" in text.output
     _fix(path)
     data = json.loads(_cli("replay", str(path), "--json", "--limit", "2").output)
-    assert data == {"loaded": 2, "failed": 0, "skipped": 0, "poison": 0}
+    assert data == {"loaded": 2, "failed": 0, "skipped": 0, "poison": 0, "blocked": []}
     assert json.loads(_cli("replay", str(path), "--json", "--force").output)["loaded"] == 3
 
 

@@ -142,6 +142,8 @@ def replay_(pipeline_file: str, force: bool, as_json: bool, **options: Any) -> N
     if result.poison:
         click.echo(f"  poison: tried {spec.pipeline.max_replays} times already; fix them or "
                    "replay with --force.")
+    for reason in result.blocked:
+        click.echo(f"  rolled back (attempts counted): {reason}")
 
 
 @dlq.command()

@@ -31,7 +31,7 @@ from mendflow.batch import DEAD_LETTER_SCHEMA, Batch, Load, no_dead_letters
 from mendflow.clock import Clock
 from mendflow.deadletter import DeadLetter, DeadLetterStore, Filter, ReplayResult, store_for
 from mendflow.events import Hooks, RecordsReplayed, RunContext, bind_run, unbind_run
-from mendflow.exceptions import ConfigError, SchemaMismatch
+from mendflow.exceptions import CheckFailed, ConfigError, SchemaMismatch
 from mendflow.pipeline import Pipeline
 from mendflow.typing import Hook
 
@@ -43,6 +43,7 @@ class _Tally:
     loaded: int = 0
     failed: int = 0
     skipped: int = 0
+    blocked: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_replay(
@@ -81,7 +82,8 @@ def run_replay(
         unbind_run(token)
         pipeline.destination.close()
     return ReplayResult(
-        loaded=tally.loaded, failed=tally.failed, skipped=tally.skipped, poison=poison
+        loaded=tally.loaded, failed=tally.failed, skipped=tally.skipped, poison=poison,
+        blocked=tuple(tally.blocked),
     )
 
 
@@ -128,8 +130,13 @@ def _replay_chunk(
         primary_key=tuple(pipeline.primary_key), records=len(replayable) - dropped,
         schema=pipeline.schema, checks=tuple(pipeline.checks), replay_ids=layout.replay_ids,
     )
-    pipeline.destination.write(load)
-    return tuple(letter.id for letter in replayable)
+    done = tuple(letter.id for letter in replayable)
+    try:
+        pipeline.destination.write(load)
+    except CheckFailed as exc:  # rolled back whole: each record stays, one attempt more
+        store_for(pipeline.destination).tried(done)
+        tally.blocked.append(str(exc))
+    return done
 
 
 def _batch_id(letters: Sequence[DeadLetter]) -> str:

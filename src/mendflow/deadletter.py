@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -148,6 +148,10 @@ class DeadLetterStore(Protocol):
         """How many selected dead letters have at least ``min_attempts`` attempts."""
         ...
 
+    def tried(self, ids: Sequence[int]) -> None:
+        """Count one more attempt for ``ids``, whose replay was rolled back."""
+        ...
+
 
 def store_for(destination: object) -> DeadLetterStore:
     """The dead-letter store of ``destination`` (a sink with a ``dead_letters()`` method)."""
@@ -172,11 +176,13 @@ class ReplayResult:
     skipped: int = 0
     poison: int = 0
     ids_loaded: tuple[int, ...] = field(default=(), repr=False)
+    #: Why chunks were rolled back (a blocking check failed); their records count as failed.
+    blocked: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
         return {"loaded": self.loaded, "failed": self.failed, "skipped": self.skipped,
-                "poison": self.poison}
+                "poison": self.poison, "blocked": list(self.blocked)}
 
 
 def replay(

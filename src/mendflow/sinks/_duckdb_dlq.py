@@ -14,7 +14,7 @@ import builtins
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import duckdb
@@ -192,6 +192,16 @@ class DuckDBDeadLetters:
 
         count: int = self._guard(purge, "purging dead letters")
         return count
+
+    def tried(self, ids: Sequence[int]) -> None:
+        """Count one more attempt for ``ids`` (a replay of theirs was rolled back)."""
+
+        def bump() -> None:
+            self._connect().execute(
+                f"UPDATE {_TABLE} SET attempts = attempts + 1, last_seen = now() "
+                "WHERE id IN (SELECT unnest(?::BIGINT[]))", [list(ids)])
+
+        self._guard(bump, "counting a replay attempt")
 
     def export(self, where: Filter, out: IO[str]) -> int:
         """Write the dead letters selected to ``out`` as JSON lines; return how many."""
