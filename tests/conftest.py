@@ -126,3 +126,12 @@ def receiver() -> Iterator[WebhookReceiver]:
     hook = WebhookReceiver()
     yield hook
     hook.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (libpq URL), dropped after it."""
+    from tests._pg import fresh_database
+
+    with fresh_database() as url:
+        yield url

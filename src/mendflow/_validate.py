@@ -12,7 +12,9 @@ from typing import Any
 
 from mendflow.exceptions import ConfigError
 
-__all__ = ["as_mapping", "as_positive", "as_string", "describe", "known", "required", "suggest"]
+__all__ = [
+    "as_mapping", "as_positive", "as_string", "describe", "known", "required", "suggest", "typed",
+]
 
 
 def known(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -36,6 +38,19 @@ def required(spec: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None
     for key in keys:
         if key not in spec or spec[key] is None:
             raise ConfigError(f"{where}: `{key}:` is required.")
+
+
+def typed(spec: Any, kinds: Mapping[str, set[str]], where: str) -> str:
+    """The ``type:`` of the mapping ``spec``, one of ``kinds``, whose other keys it then checks."""
+    entry = as_mapping(spec, where)
+    kind = str(entry.get("type"))
+    if kind not in kinds:
+        raise ConfigError(
+            f"{where}.type is {entry.get('type')!r}; use one of: {', '.join(kinds)}"
+            f"{suggest(kind, kinds)}."
+        )
+    known(entry, kinds[kind], where)
+    return kind
 
 
 def as_mapping(spec: Any, where: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from mendflow._config_sinks import destination, path_in
 from mendflow._validate import (
     as_mapping,
     as_positive,
@@ -49,6 +50,7 @@ from mendflow._validate import (
     known,
     required,
     suggest,
+    typed,
 )
 from mendflow.checks import checks_from_spec
 from mendflow.contracts.contract import Contract
@@ -57,7 +59,6 @@ from mendflow.pipeline import Pipeline
 from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
-from mendflow.sinks.duckdb import DuckDBSink
 from mendflow.sources.files import ROW_GROUP, FileSource
 from mendflow.sources.http import HttpSource, Pagination
 from mendflow.transforms import SqlTransform
@@ -71,7 +72,6 @@ _SOURCES = {
     "http": {"type", "url", "records_path", "pagination", "incremental", "params", "headers",
              "timeout_s", "retry", "breaker"},
 }
-_DESTINATIONS = {"duckdb": {"type", "path", "table", "breaker"}}
 _PAGINATION = {"kind", "page_param", "start_page", "size_param", "page_size", "offset_param",
                "limit_param", "limit", "cursor_param", "cursor_path", "next_path"}
 _INCREMENTAL = {"field", "param", "initial"}
@@ -121,7 +121,7 @@ def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
     return Pipeline(
         name=name,
         source=_source(top["source"], base, f"{origin}: source"),
-        destination=_destination(top["destination"], base, f"{origin}: destination"),
+        destination=destination(top["destination"], base, f"{origin}: destination"),
         destination_breaker=_breaker(
             as_mapping(top["destination"], f"{origin}: destination"), f"{origin}: destination"
         ),
@@ -137,10 +137,10 @@ def build(spec: Any, *, base: Path, origin: str = "pipeline") -> Pipeline:
 
 
 def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
-    kind = _typed(spec, _SOURCES, where)
+    kind = typed(spec, _SOURCES, where)
     if kind == "files":
         return FileSource(
-            _path(spec.get("path"), base, f"{where}.path"),
+            path_in(spec.get("path"), base, f"{where}.path"),
             format=spec.get("format"),
             batch_size=as_positive(spec.get("batch_size", ROW_GROUP), f"{where}.batch_size"),
             min_age_s=float(spec.get("min_age_s", 0.0)),
@@ -163,15 +163,6 @@ def _source(spec: Any, base: Path, where: str) -> FileSource | HttpSource:
         timeout_s=float(spec.get("timeout_s", 10.0)),
         retry=Retry(**retry),
         breaker=_breaker(spec, where),
-    )
-
-
-def _destination(spec: Any, base: Path, where: str) -> DuckDBSink:
-    _typed(spec, _DESTINATIONS, where)
-    required(spec, ("path", "table"), where)
-    return DuckDBSink(
-        _path(spec["path"], base, f"{where}.path"),
-        table=as_string(spec["table"], f"{where}.table"),
     )
 
 
@@ -207,17 +198,6 @@ def _import(ref: str) -> Transform:
     return transform
 
 
-def _typed(spec: Any, kinds: Mapping[str, set[str]], where: str) -> str:
-    entry = as_mapping(spec, where)
-    kind = str(entry.get("type"))
-    if kind not in kinds:
-        raise ConfigError(
-            f"{where}.type is {entry.get('type')!r}; use one of: {', '.join(kinds)}"
-            f"{suggest(kind, kinds)}."
-        )
-    known(entry, kinds[kind], where)
-    return str(kind)
-
 
 def _key(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
@@ -242,11 +222,6 @@ def _contract(value: Any, where: str) -> Contract | None:
 
 def _checks(value: Any, where: str) -> tuple[Check, ...]:
     return checks_from_spec(value, where)
-
-
-def _path(value: Any, base: Path, where: str) -> str:
-    text = as_string(value, where)
-    return text if os.path.isabs(text) else str(base / text)
 
 
 def _healing(spec: Any, origin: str) -> tuple[Healing, str | None]:
