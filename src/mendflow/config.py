@@ -49,7 +49,6 @@ from mendflow._validate import (
     describe,
     known,
     required,
-    suggest,
     typed,
 )
 from mendflow.checks import checks_from_spec
