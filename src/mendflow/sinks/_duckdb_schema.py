@@ -16,15 +16,11 @@ and a staging table created with the columns of the last version adds no version
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from mendflow._sql import ident
@@ -42,8 +38,8 @@ from mendflow.contracts.schema import (
     plan,
     settle,
 )
-from mendflow.events import BatchQuarantined, SchemaChanged, emit_in_run
 from mendflow.sinks import _duckdb_fit as _fit
+from mendflow.sinks._drift import Columns, Drift, Reconciled, quarantine, report, version_of
 
 _BATCH = _fit.BATCH
 _STAGE = "_mendflow_stage__"
@@ -57,34 +53,8 @@ DDL: tuple[str, ...] = (
     "changes VARCHAR NOT NULL, PRIMARY KEY (table_name, version))",
 )
 
-#: A table's columns, in order, with their types.
-Columns = tuple[Column, ...]
-
 __all__ = ["DDL", "Columns", "Drift", "Reconciled", "Version", "columns_of", "history",
            "reconcile", "report"]
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    """What a batch changed or met, reported after the commit: the table's ``version`` after it,
-    the ``changes``, and the rows of a quarantined batch with the reason."""
-
-    table: str
-    version: int
-    changes: tuple[Change, ...] = ()
-    quarantined: int = 0
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Reconciled:
-    """The batch as it goes into the table, rows set aside, the table's columns after, and what
-    changed (None: nothing to report)."""
-
-    data: pa.Table
-    columns: Columns
-    dead_letters: pa.Table = field(default_factory=no_dead_letters)
-    changes: Drift | None = None
 
 
 def reconcile(
@@ -103,20 +73,6 @@ def reconcile(
             con.unregister(_BATCH)
 
 
-def report(load: Load, target: str, changes: Drift) -> None:
-    """Emit what changed (``schema.changed``) and a quarantine (``batch.quarantined``)."""
-    if changes.changes:
-        emit_in_run(
-            SchemaChanged, batch_id=load.batch_id, table=changes.table, version=changes.version,
-            changes=tuple(c.as_dict() for c in changes.changes),
-        )
-    if changes.quarantined:
-        emit_in_run(
-            BatchQuarantined, batch_id=load.batch_id, rows=changes.quarantined,
-            reason=changes.reason, error_type="SchemaMismatch",
-        )
-
-
 def history(con: duckdb.DuckDBPyConnection, table: str) -> list[Version]:
     """Every recorded version of ``table``'s schema, oldest first, with its diff."""
     rows = con.execute(
@@ -124,17 +80,7 @@ def history(con: duckdb.DuckDBPyConnection, table: str) -> list[Version]:
         "FROM _mendflow_schema_versions WHERE table_name = ? ORDER BY version",
         [table],
     ).fetchall()
-    return [
-        Version(
-            table=table, version=v, pipeline=p, run_id=r, batch_id=b,
-            at=dt.datetime.fromtimestamp(at / 1e6, dt.UTC).isoformat(),
-            columns=tuple(Column(n, t) for n, t in json.loads(cols).items()),
-            changes=tuple(
-                Change(c["change"], c["column"], c["from"], c["to"]) for c in json.loads(changes)
-            ),
-        )
-        for v, p, r, b, at, cols, changes in rows
-    ]
+    return [version_of(table, row) for row in rows]
 
 
 def columns_of(con: duckdb.DuckDBPyConnection, table: str) -> Columns:
@@ -186,7 +132,7 @@ def _meet(
     name = _public(target, load)
     split = _fit.split(con, name, todo) if todo.check or todo.reject else None
     if split is not None and todo.quarantine and pc.any(split["broken"]).as_py():
-        return _quarantine(con, load, name, table, split)
+        return quarantine(load, name, table, split, _version(con, name))
     columns = table
     if todo.ddl:
         _alter(con, target, todo)
@@ -222,34 +168,6 @@ def _alter(con: duckdb.DuckDBPyConnection, target: str, todo: Plan) -> None:
         con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(column.name)} {column.type}")
     for change in todo.widen:
         con.execute(f"ALTER TABLE {table} ALTER COLUMN {ident(change.column)} TYPE {change.after}")
-
-
-# -- quarantine ------------------------------------------------------------------------------
-
-
-def _quarantine(
-    con: duckdb.DuckDBPyConnection, load: Load, table: str, columns: Columns, split: pa.Table
-) -> Reconciled:
-    """Every row of the batch to the dead-letter store: a value does not fit a frozen table."""
-    broken = split.filter(split["broken"])
-    summary = (
-        f"batch quarantined: table {table}'s schema is frozen and {broken.num_rows} of the "
-        f"batch's {split.num_rows} rows do not fit it"
-    )
-    first = f"{summary}; first: {broken['reason'][0].as_py()}"
-    own = split["reason"]
-    reason = pc.if_else(
-        pc.is_null(own), first, pc.binary_join_element_wise(summary, own, "; this row: ")
-    )
-    checks = json.dumps([{"check": "schema_type", "column": None, "message": first}])
-    shaped = split.set_column(2, "reason", reason).set_column(
-        3, "checks", pc.if_else(pc.is_null(split["checks"]), checks, split["checks"])
-    )
-    dead = _fit.dead(pa.array(np.arange(split.num_rows, dtype=np.int64)), shaped, "quarantine")
-    names = {c.name for c in columns}
-    empty = load.data.select([n for n in load.data.column_names if n in names]).slice(0, 0)
-    drift = Drift(table, _version(con, table), (), split.num_rows, summary)
-    return Reconciled(empty, columns, dead, drift)
 
 
 # -- versions --------------------------------------------------------------------------------

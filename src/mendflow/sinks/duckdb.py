@@ -120,7 +120,7 @@ class DuckDBSink:
             raise
         _audit.report(load, findings)
         if changes is not None:
-            _schema.report(load, target, changes)
+            _schema.report(load, changes)
         return Committed(data.num_rows, dead.num_rows)
 
     def finish(self, pipeline: str, *, mode: str = "append") -> None:
