@@ -3,6 +3,11 @@
 The server's SQLSTATE decides (an exact code first, then its two-character class); an error
 without one is a client-side failure (refused, dropped or closed connection, a timeout) and its
 psycopg class decides. Message text is never read. Passwords are masked out of the message.
+
+libpq gives no SQLSTATE for a failed connection attempt. A wrong or missing password is still
+told apart (the server asked for a password and no session started: permanent, as 28xxx); a
+database or role that does not exist is not, so it counts as unavailable and is retried until
+the pipeline's ``destination_retry`` deadline, then escalates.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ _OTHER = (DestinationError, "check the destination table, its settings and the s
 def classify(exc: psycopg.Error) -> tuple[type[MendflowError], str]:
     """The mendflow class of ``exc`` and the hint that says what to do about it."""
     code = exc.sqlstate
+    if not code and _credentials_refused(exc):
+        return next((kind, hint) for key, kind, hint in ERRORS if key == "28")
     if code:
         for key, kind, hint in ERRORS:
             if code == key or (len(key) == 2 and code.startswith(key)):
@@ -92,6 +99,16 @@ def classify(exc: psycopg.Error) -> tuple[type[MendflowError], str]:
         if isinstance(exc, driver):
             return kind, hint
     return _OTHER
+
+
+def _credentials_refused(exc: psycopg.Error) -> bool:
+    """A connection attempt the server refused at authentication: libpq reports no SQLSTATE
+    before a session exists, but says whether the server asked for a password. ``backend_pid``
+    is 0 until authentication succeeds, so a session dropped later never counts."""
+    conn = exc.pgconn  # set only on errors of a connection attempt
+    if conn is None or conn.backend_pid:
+        return False
+    return bool(conn.used_password or conn.needs_password)
 
 
 def translate(
