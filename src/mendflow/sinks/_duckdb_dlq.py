@@ -6,27 +6,34 @@ in the transaction that inserts the rows: the records that failed again are upda
 (attempts + 1, last seen now, new stage, reason and checks, record unchanged) and every other
 record of the chunk is deleted, being in the table now. So a record leaves the store exactly
 when it is loaded, and a rolled-back load leaves both as they were.
+
+The queries, the settlement and the store's methods are shared with the other SQL destinations
+(``mendflow.sinks._dlq``); this module holds DuckDB's table, its migration and its rendering.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import dataclasses
-import json
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from mendflow.batch import Load
-from mendflow.deadletter import DeadLetter, Filter, parse_checks
 from mendflow.exceptions import SchemaMismatch
+from mendflow.sinks._dlq import (
+    DELETE_LOADED,
+    INSERT,
+    TABLE,
+    UPDATE_FAILED,
+    SqlDeadLetters,
+    settlement,
+)
 from mendflow.sinks._duckdb_errors import translate
 
 _DEAD, _IDS = "__mf_dead", "__mf_replay_ids"
-_TABLE = "_mendflow_dead_letters"
+_TABLE = TABLE
 _COLUMNS = (
     "id BIGINT PRIMARY KEY DEFAULT nextval('_mendflow_dead_letter_ids'), "
     "pipeline VARCHAR NOT NULL, run_id VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, "
@@ -93,45 +100,17 @@ def add(con: duckdb.DuckDBPyConnection, load: Load, dead: pa.Table) -> None:
 
 def _insert(con: duckdb.DuckDBPyConnection, load: Load, dead: pa.Table) -> None:
     with _registered(con, _DEAD, dead):
-        con.execute(
-            f"INSERT INTO {_TABLE} (pipeline, run_id, batch_id, row_index, stage, reason, "
-            "checks, record, format, attempts, first_seen, last_seen) "
-            "SELECT ?, ?, ?, row_index, stage, reason, checks, record, format, 1, now(), now() "
-            f"FROM {_DEAD}",
-            [load.pipeline, load.run_id, load.batch_id],
-        )
+        con.execute(_render(INSERT), [load.pipeline, load.run_id, load.batch_id])
 
 
 def _settle(con: duckdb.DuckDBPyConnection, load: Load, dead: pa.Table) -> None:
-    """Update the replayed records that failed again, delete the others (loaded now).
-
-    Dead letters the sink added itself (a drift policy setting rows aside) point at rows of
-    ``load.data``; the replay lays its records out loaded-first, so those indexes are the
-    records' own when the transforms kept one row per record. When they did not, such rows go
-    in as new dead letters rather than be matched to the wrong record.
-    """
-    ids = pa.table({"pos": pa.array(range(len(load.replay_ids)), pa.int64()),
-                    "id": pa.array(load.replay_ids, pa.int64())})
-    own = load.dead_letters.num_rows
-    extra = dead.slice(own)
-    loaded_count = len(load.replay_ids) - own
-    if extra.num_rows and load.data.num_rows != loaded_count:
-        _insert(con, load, extra)
-        dead = dead.slice(0, own)
-    with _registered(con, _IDS, ids), _registered(con, _DEAD, dead):
-        con.execute(
-            f"UPDATE {_TABLE} AS d SET attempts = d.attempts + 1, last_seen = now(), "
-            "stage = f.stage, reason = f.reason, checks = f.checks "
-            f"FROM (SELECT DISTINCT ON (x.row_index) i.id, x.stage, x.reason, x.checks FROM "
-            f"{_DEAD} x JOIN {_IDS} i ON i.pos = x.row_index ORDER BY x.row_index) f "
-            "WHERE d.id = f.id AND d.pipeline = ?",
-            [load.pipeline],
-        )
-        con.execute(
-            f"DELETE FROM {_TABLE} WHERE pipeline = ? AND id IN (SELECT id FROM {_IDS} "
-            f"WHERE pos NOT IN (SELECT row_index FROM {_DEAD}))",
-            [load.pipeline],
-        )
+    """Update the replayed records that failed again, delete the others (loaded now)."""
+    new, again, ids = settlement(load, dead)
+    if new.num_rows:
+        _insert(con, load, new)
+    with _registered(con, _IDS, ids), _registered(con, _DEAD, again):
+        con.execute(_render(UPDATE_FAILED), [load.pipeline])
+        con.execute(_render(DELETE_LOADED), [load.pipeline])
 
 
 @contextlib.contextmanager
@@ -144,129 +123,23 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> I
             con.unregister(name)
 
 
-_SELECT = (
-    "SELECT id, pipeline, run_id, batch_id, row_index, stage, reason, checks, record, format, "
-    f"attempts, epoch(first_seen), epoch(last_seen) FROM {_TABLE}"
-)
+def _render(template: str) -> str:
+    return template.format(table=_TABLE, dead=_DEAD, ids=_IDS, p="?")
 
 
-class DuckDBDeadLetters:
+class DuckDBDeadLetters(SqlDeadLetters):
     """The dead letters of a DuckDB destination (``DeadLetterStore``), through the sink's
     connection (``connect``); ``name`` is the destination's, for errors."""
+
+    CHECK = "list_contains(json_extract_string(checks, '$[*].check'), {p})"
 
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], *, name: str) -> None:
         self._connect = connect
         self._name = name
 
-    def _guard(self, call: Callable[[], Any], doing: str) -> Any:
+    def _fetch(self, template: str, params: Sequence[Any], doing: str
+               ) -> list[tuple[Any, ...]]:
         try:
-            return call()
+            return self._connect().execute(_render(template), list(params)).fetchall()
         except duckdb.Error as exc:
             raise translate(exc, doing, dependency=self._name) from exc
-
-    def _rows(self, query: str, params: builtins.list[Any], doing: str
-              ) -> builtins.list[tuple[Any, ...]]:
-        rows: builtins.list[tuple[Any, ...]] = self._guard(
-            lambda: self._connect().execute(query, params).fetchall(), doing)
-        return rows
-
-    def list(self, where: Filter | None = None) -> builtins.list[DeadLetter]:
-        """The dead letters selected (None: all), oldest id first."""
-        sql, params = _where(where or Filter())
-        rows = self._rows(f"{_SELECT} WHERE {sql} ORDER BY id", params, "listing dead letters")
-        return [_letter(row) for row in rows]
-
-    def get(self, id: int) -> DeadLetter | None:
-        """One dead letter, or None."""
-        found = self.list(Filter(ids=(id,)))
-        return found[0] if found else None
-
-    def purge(self, where: Filter) -> int:
-        """Delete the dead letters selected; return how many."""
-        sql, params = _where(where)
-
-        def purge() -> int:
-            row = self._connect().execute(
-                f"DELETE FROM {_TABLE} WHERE {sql} RETURNING id", params).fetchall()
-            return len(row)
-
-        count: int = self._guard(purge, "purging dead letters")
-        return count
-
-    def tried(self, ids: Sequence[int]) -> None:
-        """Count one more attempt for ``ids`` (a replay of theirs was rolled back)."""
-
-        def bump() -> None:
-            self._connect().execute(
-                f"UPDATE {_TABLE} SET attempts = attempts + 1, last_seen = now() "
-                "WHERE id IN (SELECT unnest(?::BIGINT[]))", [list(ids)])
-
-        self._guard(bump, "counting a replay attempt")
-
-    def export(self, where: Filter, out: IO[str]) -> int:
-        """Write the dead letters selected to ``out`` as JSON lines; return how many."""
-        count = 0
-        for chunk in self.pending(where, max_attempts=None, size=10_000):  # bounded memory
-            out.writelines(json.dumps(x.as_dict(), ensure_ascii=False) + "\n" for x in chunk)
-            count += len(chunk)
-        return count
-
-    def pending(
-        self, where: Filter, *, max_attempts: int | None, size: int
-    ) -> Iterator[builtins.list[DeadLetter]]:
-        """Chunks of at most ``size`` with fewer than ``max_attempts`` attempts, by id."""
-        after, left = -1, where.limit
-        sql, base = _where(dataclasses.replace(where, limit=None))
-        if max_attempts is not None:
-            sql, base = f"{sql} AND attempts < ?", [*base, max_attempts]
-        query = f"{_SELECT} WHERE {sql} AND id > ? ORDER BY id LIMIT ?"
-        while left is None or left > 0:
-            params = [*base, after, size if left is None else min(size, left)]
-            rows = self._rows(query, params, "reading dead letters to replay")
-            if not rows:
-                return
-            chunk = [_letter(row) for row in rows]
-            yield chunk
-            after = chunk[-1].id
-            left = None if left is None else left - len(chunk)
-
-    def count(self, where: Filter, *, min_attempts: int) -> int:
-        """How many selected dead letters have at least ``min_attempts`` attempts."""
-        sql, params = _where(where)
-        row = self._guard(lambda: self._connect().execute(
-            f"SELECT count(*) FROM {_TABLE} WHERE {sql} AND attempts >= ?",
-            [*params, min_attempts]).fetchone(), "counting dead letters")
-        return int(row[0]) if row else 0
-
-
-def _where(where: Filter) -> tuple[str, list[Any]]:
-    """The SQL condition for ``where`` and its bound values."""
-    terms: list[str] = []
-    params: list[Any] = []
-    for sql, value in (
-        ("pipeline = ?", where.pipeline),
-        ("stage = ?", where.stage),
-        ("list_contains(json_extract_string(checks, '$[*].check'), ?)", where.check),
-        ("last_seen >= to_timestamp(CAST(? AS DOUBLE))", where.since),
-        ("last_seen < to_timestamp(CAST(? AS DOUBLE))", where.until),
-    ):
-        if value is not None:
-            terms.append(sql)
-            params.append(value)
-    if where.ids:
-        terms.append("list_contains(CAST(? AS BIGINT[]), id)")
-        params.append(list(where.ids))
-    condition = " AND ".join(terms) or "true"
-    if where.limit is not None:
-        condition = f"id IN (SELECT id FROM {_TABLE} WHERE {condition} ORDER BY id LIMIT ?)"
-        params.append(where.limit)
-    return condition, params
-
-
-def _letter(row: tuple[Any, ...]) -> DeadLetter:
-    return DeadLetter(
-        id=int(row[0]), pipeline=row[1], run_id=row[2], batch_id=row[3], row_index=int(row[4]),
-        stage=row[5], reason=row[6], checks=parse_checks(row[7]), record=bytes(row[8] or b""),
-        format=row[9], attempts=int(row[10]), first_seen=float(row[11]),
-        last_seen=float(row[12]),
-    )
