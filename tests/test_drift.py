@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
@@ -17,9 +18,12 @@ from mendflow.batch import SCHEMA_POLICIES, Load, SchemaPolicy
 from mendflow.contracts.schema import Column, common, diff, fits, plan
 from mendflow.events import BatchQuarantined, SchemaChanged
 from mendflow.pipeline import Pipeline
+from mendflow.sinks._pg_schema import columns_of
 from mendflow.sinks.duckdb import DuckDBSink
+from mendflow.sinks.postgres import PostgresSink
 from mendflow.sources.files import FileSource
 from mendflow.testing import MemorySource, capture_events
+from mendflow.typing import Sink
 
 EVIL = 'x"; DROP TABLE orders; --'
 HOSTILE = (EVIL, "it's", "two words", "ünïcødé", "select", "a.b")
@@ -32,9 +36,21 @@ def _load(batch_id: str, data: pa.Table | list[dict[str, Any]], **kw: Any) -> Lo
     )
 
 
-def _query(sink: DuckDBSink, sql: str) -> list[tuple[Any, ...]]:
-    """Close the sink (it reopens on its next write) and read its file."""
+@pytest.fixture(params=["duckdb", "postgres"])
+def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the sink loads: a DuckDB file's folder, or a fresh PostgreSQL database's URL."""
+    if request.param == "duckdb":
+        return tmp_path
+    return str(request.getfixturevalue("pg_url"))
+
+
+def _query(sink: Sink, sql: str) -> list[tuple[Any, ...]]:
+    """Close the sink (it reopens on its next write) and read its database."""
     sink.close()
+    if isinstance(sink, PostgresSink):
+        with psycopg.connect(sink.url) as pg:
+            return [tuple(row) for row in pg.execute(sql).fetchall()]
+    assert isinstance(sink, DuckDBSink)
     con = duckdb.connect(sink.path, read_only=True)
     try:
         return con.execute(sql).fetchall()
@@ -42,7 +58,12 @@ def _query(sink: DuckDBSink, sql: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def _types(sink: DuckDBSink, table: str = "t") -> dict[str, str]:
+def _types(sink: Sink, table: str = "t") -> dict[str, str]:
+    """The table's column types, in the canonical spelling (PostgreSQL's translated)."""
+    if isinstance(sink, PostgresSink):
+        sink.close()
+        with psycopg.connect(sink.url) as pg, pg.cursor() as cur:
+            return {c.name: c.type for c in columns_of(cur, "public", table).columns}
     sql = (
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = "
         f"'{table}' ORDER BY ordinal_position"
@@ -50,7 +71,7 @@ def _types(sink: DuckDBSink, table: str = "t") -> dict[str, str]:
     return dict(_query(sink, sql))
 
 
-def _dead(sink: DuckDBSink) -> list[tuple[Any, ...]]:
+def _dead(sink: Sink) -> list[tuple[Any, ...]]:
     return _query(
         sink,
         "SELECT batch_id, row_index, stage, reason, checks, record, format "
@@ -58,8 +79,10 @@ def _dead(sink: DuckDBSink) -> list[tuple[Any, ...]]:
     )
 
 
-def _sink(tmp_path: Path, table: str = "t") -> DuckDBSink:
-    return DuckDBSink(tmp_path / "d.duckdb", table=table)
+def _sink(dest: Path | str, table: str = "t") -> DuckDBSink | PostgresSink:
+    if isinstance(dest, str):
+        return PostgresSink(dest, table=table)
+    return DuckDBSink(dest / "d.duckdb", table=table)
 
 
 # -- the dialect-free model ----------------------------------------------------------------------
@@ -138,27 +161,27 @@ def test_each_policy_plans_the_same_diff_its_own_way() -> None:
 # -- evolve ----------------------------------------------------------------------------------------
 
 
-def test_evolve_adds_a_new_column_and_keeps_the_old_rows(tmp_path: Path) -> None:
+def test_evolve_adds_a_new_column_and_keeps_the_old_rows(dest: Path | str) -> None:
     """A new column is added in the load's transaction; rows loaded before read NULL in it."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", [{"id": 1}]))
     sink.write(_load("b2", [{"id": 2, "region": "eu"}]))
     assert _types(sink) == {"id": "BIGINT", "region": "VARCHAR"}
     assert _query(sink, "SELECT * FROM t ORDER BY id") == [(1, None), (2, "eu")]
 
 
-def test_a_column_the_batch_lacks_loads_as_null_under_every_policy(tmp_path: Path) -> None:
+def test_a_column_the_batch_lacks_loads_as_null_under_every_policy(dest: Path | str) -> None:
     """A removed column is no error: its rows get NULL, the table keeps the column."""
     for policy in SCHEMA_POLICIES:
-        sink = _sink(tmp_path, table=policy)
+        sink = _sink(dest, table=policy)
         sink.write(_load(f"{policy}1", [{"id": 1, "note": "a"}], schema=policy))
         sink.write(_load(f"{policy}2", [{"id": 2}], schema=policy))
         assert _query(sink, f'SELECT * FROM "{policy}" ORDER BY id') == [(1, "a"), (2, None)]
 
 
-def test_evolve_widens_int_to_bigint_and_int_to_double(tmp_path: Path) -> None:
+def test_evolve_widens_int_to_bigint_and_int_to_double(dest: Path | str) -> None:
     """An INTEGER column grows to BIGINT for a big value and to DOUBLE for a fraction."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     ints = pa.table({"a": pa.array([1], pa.int32()), "b": pa.array([1], pa.int32())})
     sink.write(_load("b1", ints))
     sink.write(_load("b2", pa.table({"a": [2**40], "b": [2.5]})))
@@ -178,10 +201,10 @@ def test_evolve_widens_int_to_bigint_and_int_to_double(tmp_path: Path) -> None:
     ids=["big bigint<-3.7", "decimal<-1.234", "double<-2^53+1", "bigint<-text"],
 )
 def test_evolve_never_rounds_a_value_into_a_narrower_column(
-    tmp_path: Path, table: pa.Array, values: list[Any], kept: list[Any], refused: list[str]
+    dest: Path | str, table: pa.Array, values: list[Any], kept: list[Any], refused: list[str]
 ) -> None:
     """Values that would be rounded or cannot be read are dead letters; the column stays."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", pa.table({"v": table})))
     kind = _types(sink)["v"]
     sink.write(_load("b2", [{"v": v} for v in values]))
@@ -196,9 +219,9 @@ def test_evolve_never_rounds_a_value_into_a_narrower_column(
         assert json.loads(row[4])[0]["column"] == "v"
 
 
-def test_evolve_widens_integers_to_double_when_the_values_held_survive(tmp_path: Path) -> None:
+def test_evolve_widens_integers_to_double_when_the_values_held_survive(dest: Path | str) -> None:
     """BIGINT meeting DOUBLE becomes DOUBLE if every value already in the column is exact."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", [{"v": 2**53}, {"v": None}]))
     sink.write(_load("b2", [{"v": 3.7}]))
     assert _types(sink) == {"v": "DOUBLE"}
@@ -207,9 +230,9 @@ def test_evolve_widens_integers_to_double_when_the_values_held_survive(tmp_path:
         {"change": "widened", "column": "v", "from": "BIGINT", "to": "DOUBLE"}]
 
 
-def test_an_all_null_column_waits_for_a_type(tmp_path: Path) -> None:
+def test_an_all_null_column_waits_for_a_type(dest: Path | str) -> None:
     """A column with only nulls is not created as a NULL-typed column; values later add it."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", [{"id": 1, "later": None}]))
     assert _types(sink) == {"id": "BIGINT"}
     sink.write(_load("b2", [{"id": 2, "later": 7}]))
@@ -219,9 +242,9 @@ def test_an_all_null_column_waits_for_a_type(tmp_path: Path) -> None:
 # -- freeze ----------------------------------------------------------------------------------------
 
 
-def test_freeze_sets_aside_rows_with_a_value_in_an_unknown_column(tmp_path: Path) -> None:
+def test_freeze_sets_aside_rows_with_a_value_in_an_unknown_column(dest: Path | str) -> None:
     """Rows with a value in a column the table lacks are dead letters; the others load."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", [{"id": 1}], schema="freeze"))
     sink.write(_load("b2", [{"id": 2, "x": "v"}, {"id": 3, "x": None}], schema="freeze"))
     assert _types(sink) == {"id": "BIGINT"}
@@ -232,9 +255,9 @@ def test_freeze_sets_aside_rows_with_a_value_in_an_unknown_column(tmp_path: Path
     assert [v.version for v in sink.schema_history()] == [1]
 
 
-def test_freeze_loads_a_wider_type_whose_values_all_fit(tmp_path: Path) -> None:
+def test_freeze_loads_a_wider_type_whose_values_all_fit(dest: Path | str) -> None:
     """No DDL under freeze: BIGINT values that fit an INTEGER column load into it as they are."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", pa.table({"a": pa.array([1], pa.int32())}), schema="freeze"))
     sink.write(_load("b2", pa.table({"a": [2, 3]}), schema="freeze"))
     assert _types(sink) == {"a": "INTEGER"}
@@ -251,10 +274,10 @@ def test_freeze_loads_a_wider_type_whose_values_all_fit(tmp_path: Path) -> None:
     ids=["int<-2^40", "bigint<-3.7", "bigint<-text"],
 )
 def test_freeze_quarantines_a_batch_whose_values_do_not_fit(
-    tmp_path: Path, first: pa.Table, second: pa.Table
+    dest: Path | str, first: pa.Table, second: pa.Table
 ) -> None:
     """One value that does not fit sends the whole batch to the dead-letter store, nothing in."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", first, schema="freeze"))
     kinds = _types(sink)
     assert sink.write(_load("b2", second, schema="freeze"))
@@ -270,9 +293,9 @@ def test_freeze_quarantines_a_batch_whose_values_do_not_fit(
 # -- discard_columns -------------------------------------------------------------------------------
 
 
-def test_discard_columns_drops_unknown_columns_and_widens_types(tmp_path: Path) -> None:
+def test_discard_columns_drops_unknown_columns_and_widens_types(dest: Path | str) -> None:
     """Unknown columns vanish from the batch (no version); types are handled as under evolve."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", pa.table({"a": pa.array([1], pa.int32())}), schema="discard_columns"))
     batch = pa.table({"a": [2**60 + 1], "noise": ["z"]})
     sink.write(_load("b2", batch, schema="discard_columns"))
@@ -288,9 +311,9 @@ def test_discard_columns_drops_unknown_columns_and_widens_types(tmp_path: Path) 
 # -- the transaction -------------------------------------------------------------------------------
 
 
-def test_the_ddl_rolls_back_with_a_batch_that_fails_later(tmp_path: Path) -> None:
+def test_the_ddl_rolls_back_with_a_batch_that_fails_later(dest: Path | str) -> None:
     """A failure after the DDL leaves the schema, the history and the sink's cache as before."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", pa.table({"a": pa.array([1], pa.int32())})))
     batch = _load("b2", pa.table({"a": [2**40], "b": ["x"]}))
 
@@ -299,9 +322,9 @@ def test_the_ddl_rolls_back_with_a_batch_that_fails_later(tmp_path: Path) -> Non
 
     with pytest.raises(RuntimeError):
         sink.write(batch, on_staged=boom)
-    assert sink._columns["t"] == (Column("a", "INTEGER"),)  # the cache never saw the DDL
-    con = sink._connect()
-    assert con.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+    cached = sink._tables["t"].columns if isinstance(sink, PostgresSink) else sink._columns["t"]
+    assert cached == (Column("a", "INTEGER"),)  # the cache never saw the DDL
+    assert _query(sink, "SELECT count(*) FROM t") == [(1,)]
     assert [v.version for v in sink.schema_history()] == [1]
     assert _types(sink) == {"a": "INTEGER"}
     assert sink.write(batch)
@@ -312,9 +335,9 @@ def test_the_ddl_rolls_back_with_a_batch_that_fails_later(tmp_path: Path) -> Non
 # -- history ---------------------------------------------------------------------------------------
 
 
-def test_every_ddl_makes_a_version_with_its_diff(tmp_path: Path) -> None:
+def test_every_ddl_makes_a_version_with_its_diff(dest: Path | str) -> None:
     """Version 1 is the created table; each later DDL adds one, with columns in order."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     sink.write(_load("b1", pa.table({"id": pa.array([1], pa.int32()), "v": ["a"]})))
     sink.write(_load("b2", [{"id": 2, "v": "b"}]))
     sink.write(_load("b3", [{"id": 3, "v": "c", "w": 1.5}]))
@@ -330,9 +353,9 @@ def test_every_ddl_makes_a_version_with_its_diff(tmp_path: Path) -> None:
         {"change": "added", "column": "w", "from": None, "to": "DOUBLE"}]
 
 
-def test_a_replace_run_adds_no_version_when_the_columns_are_the_same(tmp_path: Path) -> None:
+def test_a_replace_run_adds_no_version_when_the_columns_are_the_same(dest: Path | str) -> None:
     """Replace re-creates its staging table each run; the history is the table's, by its name."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     for run in ("r1", "r2"):
         load = _load(f"{run}-b1", [{"id": 1}], mode="replace")
         sink.write(load)
@@ -420,11 +443,11 @@ def test_schema_history_cli_on_a_pipeline_never_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("policy", SCHEMA_POLICIES)
 def test_hostile_column_names_are_only_names_under_every_policy(
-    tmp_path: Path, policy: SchemaPolicy
+    dest: Path | str, policy: SchemaPolicy
 ) -> None:
     """Quotes, spaces, keywords, dots, unicode: loaded as columns of that name, nothing else."""
-    sink = _sink(tmp_path, table="orders")
-    bystander = _sink(tmp_path, table="t")
+    sink = _sink(dest, table="orders")
+    bystander = _sink(dest, table="t")
     bystander.write(_load("keep", [{"id": 0}]))
     bystander.close()
     first = {"id": 1, **{name: f"v-{name}" for name in HOSTILE}}
@@ -448,9 +471,9 @@ def test_hostile_column_names_are_only_names_under_every_policy(
     assert _query(sink, "SELECT * FROM t") == [(0,)]
 
 
-def test_a_hostile_type_break_is_reported_verbatim_and_changes_nothing(tmp_path: Path) -> None:
+def test_a_hostile_type_break_is_reported_verbatim_and_changes_nothing(dest: Path | str) -> None:
     """A value that does not fit a hostile column is a dead letter naming the column exactly."""
-    sink = _sink(tmp_path, table="orders")
+    sink = _sink(dest, table="orders")
     sink.write(_load("b1", [{EVIL: 1}]))
     sink.write(_load("b2", [{EVIL: "'); DROP TABLE orders; --"}]))
     (dead,) = _dead(sink)
@@ -458,9 +481,11 @@ def test_a_hostile_type_break_is_reported_verbatim_and_changes_nothing(tmp_path:
     assert _query(sink, "SELECT count(*) FROM orders") == [(1,)]
 
 
-def test_a_frozen_quarantine_is_a_batch_quarantined_event(tmp_path: Path) -> None:
+def test_a_frozen_quarantine_is_a_batch_quarantined_event(
+    tmp_path: Path, dest: Path | str
+) -> None:
     """Inside a run, a quarantined batch is reported so the healing ledger records it."""
-    sink = _sink(tmp_path)
+    sink = _sink(dest)
     source = MemorySource([[{"a": 1}], [{"a": 2.5}]])
     pipeline = Pipeline(name="p", source=source, destination=sink, schema="freeze")
     with capture_events() as log:

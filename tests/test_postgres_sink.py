@@ -1,0 +1,196 @@
+"""The PostgreSQL destination on a real server: exactly-once loads, modes, types, settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from mendflow import config
+from mendflow.batch import Load
+from mendflow.cli import main
+from mendflow.exceptions import ConfigError, DestinationUnavailable
+from mendflow.pipeline import Pipeline
+from mendflow.sinks.postgres import PostgresSink
+from mendflow.sources.files import FileSource
+from tests.conftest import write_orders, write_pipeline
+
+
+def _load(batch_id: str, data: pa.Table | list[dict[str, Any]], **kw: Any) -> Load:
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pylist(data)
+    return Load(pipeline="p", run_id="r1", batch_id=batch_id, data=table,
+                position={"at": batch_id}, **kw)
+
+
+def _rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as con:
+        return [tuple(r) for r in con.execute(query, params).fetchall()]
+
+
+def test_a_batch_written_twice_is_loaded_once_with_its_checkpoint(pg_url: str) -> None:
+    """The second write of a batch id is skipped; the position moves with the data."""
+    sink = PostgresSink(pg_url, table="t")
+    assert sink.position("p") == {}
+    done = sink.write(_load("b1", [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]))
+    assert done is not None
+    assert (done.rows, done.dead_letters) == (2, 0)
+    assert sink.write(_load("b1", [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])) is None
+    assert sink.position("p") == {"at": "b1"}
+    assert _rows(pg_url, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b")]
+    assert _rows(pg_url, "SELECT pipeline, batch_id, rows FROM _mendflow_batches") == [
+        ("p", "b1", 2)]
+    sink.close()
+
+
+def test_merge_replaces_rows_by_key_and_the_table_gets_the_key(pg_url: str) -> None:
+    """Merge upserts on the primary key, which the sink declares when it creates the table."""
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("b1", [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}], mode="merge",
+                     primary_key=("id",)))
+    sink.write(_load("b2", [{"id": 2, "v": "B"}, {"id": 3, "v": "c"}], mode="merge",
+                     primary_key=("id",)))
+    assert _rows(pg_url, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "B"), (3, "c")]
+    assert _rows(pg_url, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON "
+                 "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                 "WHERE i.indrelid = 't'::regclass AND i.indisprimary") == [("id",)]
+    sink.close()
+
+
+def test_merge_into_a_table_without_a_unique_key_deletes_then_inserts(pg_url: str) -> None:
+    """A table made elsewhere, with no unique index on the key, still merges exactly."""
+    with psycopg.connect(pg_url) as con:
+        con.execute("CREATE TABLE t (id BIGINT, v TEXT)")
+        con.execute("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("b1", [{"id": 2, "v": "B"}, {"id": 3, "v": "c"}], mode="merge",
+                     primary_key=("id",)))
+    assert _rows(pg_url, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "B"), (3, "c")]
+    sink.close()
+
+
+def test_replace_publishes_the_run_whole_at_finish(pg_url: str) -> None:
+    """Until finish, readers see the old table; then the new one, in one step."""
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("r1", [{"id": 1}], mode="replace"))
+    sink.finish("p", mode="replace")
+    sink.write(_load("r2a", [{"id": 10}], mode="replace"))
+    sink.write(_load("r2b", [{"id": 11}], mode="replace"))
+    assert _rows(pg_url, "SELECT id FROM t") == [(1,)]
+    assert sink.position("p", mode="replace") == {"at": "r2b"}
+    sink.finish("p", mode="replace")
+    assert _rows(pg_url, "SELECT id FROM t ORDER BY id") == [(10,), (11,)]
+    assert sink.position("p") == {"at": "r2b"}
+    sink.close()
+
+
+def test_types_arrive_exactly(pg_url: str) -> None:
+    """Integers, doubles, decimals, text, booleans, dates, timestamps, bytes and nested values."""
+    at = dt.datetime(1999, 12, 31, 23, 59, 59, 123456, tzinfo=dt.UTC)
+    data = pa.table({
+        "n": [0, 1, 2],
+        "i": pa.array([-(2**63), 2**63 - 1, None], pa.int64()),
+        "s": pa.array([1, None, -2], pa.int16()),
+        "f": pa.array([1.5, float("inf"), None]),
+        "d": pa.array([Decimal("12.34"), None, Decimal("-0.01")], pa.decimal128(12, 2)),
+        "t": pa.array(["ünï", "", None]),
+        "b": pa.array([True, False, None]),
+        "day": pa.array([dt.date(1970, 1, 1), dt.date(2100, 2, 28), None]),
+        "ts": pa.array([at, None, at], pa.timestamp("us", tz="UTC")),
+        "raw": pa.array([b"\x00\xff", None, b""]),
+        "nested": pa.array([{"k": [1, 2]}, None, {"k": []}]),
+    })
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("b1", data))
+    got = _rows(pg_url, "SELECT i, s, f, d, t, b, day, ts, raw, nested FROM t ORDER BY n")
+    assert got[0] == (-(2**63), 1, 1.5, Decimal("12.34"), "ünï", True, dt.date(1970, 1, 1), at,
+                      b"\x00\xff", {"k": [1, 2]})
+    assert got[1][:4] == (2**63 - 1, None, float("inf"), None)
+    assert got[1][4:] == ("", False, dt.date(2100, 2, 28), None, None, None)
+    assert got[2] == (None, -2, None, Decimal("-0.01"), None, None, None, at, b"", {"k": []})
+    types = dict(_rows(pg_url, "SELECT column_name, data_type FROM information_schema.columns "
+                       "WHERE table_name = 't'"))
+    assert types["d"] == "numeric"
+    assert types["ts"] == "timestamp with time zone"
+    assert types["nested"] == "jsonb"
+    assert types["s"] == "smallint"
+    sink.close()
+
+
+def test_a_schema_other_than_public_holds_the_table_and_the_bookkeeping(pg_url: str) -> None:
+    """``schema=`` places everything there, created when missing; the name is quoted."""
+    sink = PostgresSink(pg_url, table="orders", schema="raw data")
+    sink.write(_load("b1", [{"id": 1}]))
+    tables = {r[0] for r in _rows(pg_url, "SELECT table_name FROM information_schema.tables "
+                                   "WHERE table_schema = 'raw data'")}
+    assert {"orders", "_mendflow_batches", "_mendflow_checkpoints",
+            "_mendflow_dead_letters"} <= tables
+    sink.close()
+
+
+def test_a_pipeline_loads_files_once_and_a_rerun_loads_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """End to end over JSON lines, merge mode, then a rerun from the checkpoint."""
+    drops = tmp_path / "drops"
+    drops.mkdir()
+    write_orders(drops / "a.jsonl", start=1, count=3000, seed=1, bad_every=1000)
+    write_orders(drops / "b.jsonl", start=0, count=1000, seed=2, repeat_from=10)
+    sink = PostgresSink(pg_url, table="orders")
+    pipeline = Pipeline(
+        name="orders", source=FileSource(str(drops / "*.jsonl"), batch_size=700),
+        destination=sink, write_mode="merge", primary_key=("id",),
+        columns={"amount": "double", "updated_at": "timestamptz"},
+    )
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = pipeline.run(state=state)
+    assert first.rows_loaded + first.dead_letters == 4000
+    assert first.dead_letters == 3
+    again = pipeline.run(state=state)
+    assert again.rows_loaded == 0
+    # ids 1..3000 less the three bad amounts (1000, 2000, 3000); b.jsonl updates ids 10..1009,
+    # and brings id 1000 back with a good amount
+    assert _rows(pg_url, "SELECT count(*) FROM orders") == [(2998,)]
+    assert _rows(pg_url, "SELECT count(*) FROM _mendflow_dead_letters") == [(3,)]
+    sink.close()
+
+
+def test_the_password_never_shows(pg_url: str) -> None:
+    """Not in the sink's name or repr, nor in the error of a failed connection."""
+    url = "postgresql://loader:hunter2-secret@127.0.0.1:1/nowhere"
+    sink = PostgresSink(url, table="t", connect_timeout_s=1)
+    assert "hunter2" not in sink.name
+    assert "hunter2" not in repr(sink)
+    with pytest.raises(DestinationUnavailable) as caught:
+        sink.position("p")
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in caught.value.dependency
+    assert "127.0.0.1" in str(caught.value)
+
+
+def test_yaml_urls_name_environment_variables(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``url: ${VAR}`` reads the environment; an unset variable is a clear user error."""
+    monkeypatch.setenv("WAREHOUSE_URL", pg_url)
+    (tmp_path / "a.jsonl").write_text(json.dumps({"id": 1}) + "\n", encoding="utf-8")
+    spec = write_pipeline(
+        tmp_path / "p.yaml", name="p", source={"type": "files", "path": "*.jsonl"},
+        destination={"type": "postgres", "url": "${WAREHOUSE_URL}", "table": "t",
+                     "schema": "staging"},
+    )
+    loaded = config.load(spec)
+    assert isinstance(loaded.pipeline.destination, PostgresSink)
+    assert loaded.pipeline.destination.schema == "staging"
+    monkeypatch.delenv("WAREHOUSE_URL")
+    with pytest.raises(ConfigError, match=r"WAREHOUSE_URL\}, which is not set"):
+        config.load(spec)
+    out = CliRunner().invoke(main, ["run", str(spec)])
+    assert out.exit_code == 2
+    assert "Traceback" not in out.output
