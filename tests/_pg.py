@@ -36,7 +36,7 @@ def _admin_url() -> str:
     import pgserver  # the dev extra's throwaway server, for laptops without PostgreSQL
 
     folder = tempfile.mkdtemp(prefix="mendflow-pgserver-")
-    server = pgserver.get_server(folder, cleanup_mode="delete")
+    server = pgserver.get_server(folder, cleanup_mode="delete")  # type: ignore[attr-defined]
     atexit.register(server.cleanup)
     return str(server.get_uri())
 
@@ -56,9 +56,9 @@ def with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` instead."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(url)
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     params["dbname"] = name
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def sqlalchemy_url(conninfo: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
-    params = conninfo_to_dict(conninfo)
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
     host = str(params.pop("host", "") or "") or None
     port = params.pop("port", None)
     query = {k: str(v) for k, v in params.items() if k not in {"dbname", "user", "password"}}
