@@ -13,6 +13,9 @@ else the ones pgserver ships. PostgreSQL refuses to run as root, so as root ever
 as an unprivileged OS user (``postgres`` when it exists, else pgserver's ``pgserver``). Local
 connections are trusted, except roles in ``mf_password_auth`` (see ``add_password_role``), which
 must give a scram-sha-256 password over TCP.
+
+``pg_table_hash`` and ``pg_dead_letter_hash`` read a destination back as order-independent
+hashes, to compare a run with a fault-free one.
 """
 
 from __future__ import annotations
@@ -30,13 +33,39 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
-__all__ = ["OwnedServer"]
+__all__ = ["OwnedServer", "pg_dead_letter_hash", "pg_table_hash"]
 
 _HBA = """\
 local all all trust
 host all +mf_password_auth 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 trust
 """
+
+
+def pg_table_hash(url: str, table: str, schema: str = "public") -> tuple[int, str]:
+    """(row count, order-independent hash of every row's content) of ``schema.table``."""
+    query = sql.SQL(
+        "SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') "
+        "FROM (SELECT md5(t::text) AS h FROM {} t) rows"
+    ).format(sql.Identifier(schema, table))
+    return _hash(url, query)
+
+
+def pg_dead_letter_hash(url: str, schema: str = "public") -> tuple[int, str]:
+    """(count, hash) of the dead letters' content, without run ids, ids and times."""
+    query = sql.SQL(
+        "SELECT count(*), coalesce(md5(string_agg(h, ',' ORDER BY h)), '') FROM (SELECT "
+        "md5(concat_ws('|', pipeline, batch_id, row_index, stage, reason, checks, "
+        "encode(record, 'hex'), format, attempts)) AS h FROM {}) rows"
+    ).format(sql.Identifier(schema, "_mendflow_dead_letters"))
+    return _hash(url, query)
+
+
+def _hash(url: str, query: sql.Composed) -> tuple[int, str]:
+    with psycopg.connect(url) as con:
+        row = con.execute(query).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
 
 
 def _bindir() -> Path:
@@ -152,8 +181,10 @@ class OwnedServer:
         (self.pgdata / "pg_hba.conf").write_text(_HBA, encoding="utf-8")
         settings = {
             "port": str(self.port), "listen_addresses": "'127.0.0.1'",
+            # fsync off survives a crash of the server (not of the machine); an acknowledged
+            # commit must survive it, so synchronous_commit stays on.
             "unix_socket_directories": f"'{self.root}'", "fsync": "off",
-            "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "40",
+            "full_page_writes": "off", "max_connections": "40",
             "shared_buffers": "32MB", "password_encryption": "'scram-sha-256'",
         }
         with (self.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
