@@ -194,3 +194,25 @@ def test_yaml_urls_name_environment_variables(
     out = CliRunner().invoke(main, ["run", str(spec)])
     assert out.exit_code == 2
     assert "Traceback" not in out.output
+
+
+def test_schema_history_and_dead_letters_from_the_cli(pg_url: str, tmp_path: Path) -> None:
+    """`mendflow schema history` and `mendflow dlq list` read a PostgreSQL destination."""
+    (tmp_path / "a.jsonl").write_text('{"id": 1}\n{"id": "x"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"id": 2, "region": "eu"}\n', encoding="utf-8")
+    spec = write_pipeline(
+        tmp_path / "p.yaml", name="p", source={"type": "files", "path": "*.jsonl"},
+        destination={"type": "postgres", "url": pg_url, "table": "t"},
+        columns={"id": "bigint"}, state=f"sqlite:///{tmp_path / 'state.db'}",
+    )
+    ran = CliRunner().invoke(main, ["run", str(spec)])
+    assert ran.exit_code == 0, ran.output
+    out = CliRunner().invoke(main, ["schema", "history", str(spec), "--json"])
+    assert out.exit_code == 0, out.output
+    versions = json.loads(out.output)
+    assert [v["columns"] for v in versions] == [
+        {"id": "BIGINT"}, {"id": "BIGINT", "region": "VARCHAR"}]
+    dead = CliRunner().invoke(main, ["dlq", "list", str(spec), "--json"])
+    assert dead.exit_code == 0, dead.output
+    [letter] = json.loads(dead.output)
+    assert letter["stage"] in ("coerce", "validate")

@@ -12,6 +12,7 @@ from mendflow._cli_base import Commands
 from mendflow.contracts.schema import Change, Version
 from mendflow.exceptions import ConfigError
 from mendflow.sinks.duckdb import DuckDBSink
+from mendflow.typing import Sink
 
 __all__ = ["schema"]
 
@@ -26,14 +27,18 @@ schema = Commands("schema", help="The destination table's schema: its versions a
 def history(pipeline_file: str, as_json: bool) -> None:
     """Every version of the schema of PIPELINE_FILE's destination table, oldest first."""
     sink = config.load(pipeline_file).pipeline.destination
-    if not isinstance(sink, DuckDBSink):  # pragma: no cover - YAML builds DuckDB sinks only
-        raise ConfigError(f"{pipeline_file}: its destination keeps no schema history.")
+    if not callable(getattr(sink, "schema_history", None)):
+        raise ConfigError(
+            f"{pipeline_file}: its destination ({sink.name}) keeps no schema history; the "
+            "DuckDB, PostgreSQL and SQLite destinations do."
+        )
     versions = _versions(sink)
     if as_json:
         click.echo(json.dumps([v.as_dict() for v in versions]))
         return
     if not versions:
-        click.echo(f"no schema versions of {sink.table} yet; run the pipeline to create it.")
+        table = getattr(sink, "table", "the table")
+        click.echo(f"no schema versions of {table} yet; run the pipeline to create it.")
         return
     for version in versions:
         click.echo(render(version))
@@ -58,10 +63,11 @@ def line(change: Change) -> str:
     return f"{mark} {change.column}"
 
 
-def _versions(sink: DuckDBSink) -> list[Version]:
-    if not os.path.exists(sink.path):
+def _versions(sink: Sink) -> list[Version]:
+    if isinstance(sink, DuckDBSink) and not os.path.exists(sink.path):
         return []  # never loaded: nothing to show, and no empty database left behind
     try:
-        return sink.schema_history()
+        versions: list[Version] = sink.schema_history()  # type: ignore[attr-defined]
+        return versions
     finally:
         sink.close()

@@ -159,7 +159,8 @@ def store_for(destination: object) -> DeadLetterStore:
     if not callable(dead_letters):
         name = getattr(destination, "name", type(destination).__name__)
         raise ConfigError(
-            f"destination {name} keeps no dead-letter store; use a DuckDB destination."
+            f"destination {name} keeps no dead-letter store; the DuckDB, PostgreSQL and SQLite "
+            "destinations keep one beside the table."
         )
     store: DeadLetterStore = dead_letters()
     return store
