@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from mendflow._config_sinks import destination, path_in
+from mendflow._config_sinks import destination, expand_env, path_in
 from mendflow._validate import (
     as_mapping,
     as_positive,
@@ -270,4 +270,4 @@ def _state(spec: Any) -> str | None:
     state = spec.get("state") if isinstance(spec, dict) else None
     if state is not None and not isinstance(state, str):
         raise ConfigError("state must be a database URL such as sqlite:///state.db.")
-    return state
+    return None if state is None else expand_env(state, "state")
