@@ -11,14 +11,14 @@ right now" become ``TransientError``; the breaker then keeps its own state until
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 
 from mendflow.clock import SYSTEM_CLOCK, Clock
-from mendflow.exceptions import TransientError
 from mendflow.resilience.breaker import BreakerRecord, BreakerState
+from mendflow.state._connect import translated
 from mendflow.state.schema import breakers
 from mendflow.state.store import StateStore
 
@@ -72,18 +72,10 @@ class SqlBreakerStore:
         except sa.exc.IntegrityError:
             return False  # another process inserted the first record: a lost compare-and-set
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """Raise "cannot reach the database" driver errors as ``TransientError``."""
-        try:
-            yield
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            where = self.engine.url.render_as_string(hide_password=True)
-            raise TransientError(
-                f"the breaker state store {where} cannot be reached ({exc.orig}); breakers keep "
-                "their local state meanwhile; check the state database",
-                dependency=where,
-            ) from exc
+    def _translated(self) -> AbstractContextManager[None]:
+        """Raise "cannot reach the database" driver errors as ``TransientError`` (password
+        masked); the breaker keeps its local state until the store answers again."""
+        return translated(self.engine.url, what="the breaker state store")
 
 
 __all__: Sequence[str] = ("SqlBreakerStore",)

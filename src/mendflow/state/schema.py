@@ -5,6 +5,11 @@
   worker of a pipeline sees the same breaker and it survives a restart;
 - ``mf_incidents``, ``mf_incident_actions``: the healing ledger, one incident per failure episode
   with each action tried and its outcome.
+
+These are the tables as migration step 1 creates them (``migrations.py``); later steps change
+the schema with DDL of their own (step 2 replaced the one-column ``pipeline`` indexes of
+``mf_runs`` and ``mf_events`` by composite ones). A column added by a later step is declared
+here too, and step 1 must then keep creating the table without it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ It subscribes to the runner's events (``store.record``) and keeps:
 The destination's checkpoint is the truth for resuming; the store is the record of how we got
 there. A run still marked running when its pipeline starts again was interrupted (the process
 died): it is marked so.
+
+The database is SQLite (the default, a file) or PostgreSQL, shared by every process and machine
+that names the same URL (see ``_connect`` for the URL forms). Opening a store brings its schema
+up to date (``migrations``). Passwords are masked in ``url``, ``repr``, errors and stored text.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.events import (
@@ -33,13 +36,15 @@ from mendflow.events import (
     RunFinished,
     RunStarted,
 )
-from mendflow.exceptions import ConfigError
-from mendflow.state.schema import attempts, batches, events, metadata, runs
+from mendflow.state._connect import display, make_engine, scrubbed, state_url, translated
+from mendflow.state.migrations import migrate
+from mendflow.state.schema import attempts, batches, events, runs
 
 if TYPE_CHECKING:
     from mendflow.resilience.registry import BreakerRegistry
 
 ENV = "MENDFLOW_STATE_URL"
+
 
 def default_state_url() -> str:
     """``$MENDFLOW_STATE_URL``, else a SQLite file ``.mendflow/state.db`` in this folder."""
@@ -47,13 +52,26 @@ def default_state_url() -> str:
 
 
 class StateStore:
-    """Runs, batches, attempts and events in a SQL database named by a SQLAlchemy URL."""
+    """Runs, batches, attempts and events in a SQL database named by a URL.
+
+    ``url`` is a SQLAlchemy URL or a libpq key=value string (default: ``default_state_url()``);
+    the attribute ``url`` is the URL as shown to people, its password masked.
+    """
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_state_url()
-        self.engine = _engine(self.url)
-        metadata.create_all(self.engine)
+        parsed = state_url(url or default_state_url())
+        self.url = display(parsed)
+        self.engine = make_engine(parsed)
+        try:
+            with translated(parsed):
+                migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._breakers: BreakerRegistry | None = None
+
+    def __repr__(self) -> str:
+        return f"StateStore({self.url!r})"
 
     def breakers(self, clock: Clock = SYSTEM_CLOCK) -> BreakerRegistry:
         """The circuit breakers whose state this store shares with every process that uses it
@@ -73,12 +91,14 @@ class StateStore:
     # -- the hook ------------------------------------------------------------------------------
 
     def record(self, event: Event) -> None:
-        """Store ``event`` and update the run it belongs to (one transaction)."""
+        """Store ``event`` and update the run it belongs to (one transaction); any password in
+        its text (an error quoting a connection string) is masked first."""
+        payload = scrubbed(event.payload())
         with self.engine.begin() as con:
             con.execute(
                 events.insert().values(
                     run_id=event.run_id, pipeline=event.pipeline, kind=event.kind, at=event.at,
-                    payload=json.dumps(event.payload(), default=str, sort_keys=True),
+                    payload=json.dumps(payload, default=str, sort_keys=True),
                 )
             )
             _project(con, event)
@@ -184,7 +204,7 @@ def _project(con: sa.Connection, event: Event) -> None:
                 attempts.insert().values(
                     run_id=event.run_id, pipeline=event.pipeline, dependency=event.dependency,
                     attempt=event.attempt, delay_s=event.delay_s, error_type=event.error_type,
-                    error=event.error, at=event.at,
+                    error=scrubbed(event.error), at=event.at,
                 )
             )
             con.execute(runs.update().where(this_run).values(retries=runs.c.retries + 1))
@@ -197,7 +217,7 @@ def _project(con: sa.Connection, event: Event) -> None:
         case RunFailed():
             con.execute(
                 runs.update().where(this_run).values(
-                    status="failed", finished_at=event.at, error=event.error,
+                    status="failed", finished_at=event.at, error=scrubbed(event.error),
                     error_type=event.error_type, retryable=event.retryable,
                 )
             )
@@ -215,34 +235,6 @@ def _run_row(row: Any) -> dict[str, Any]:
 
 def _iso(at: float | None) -> str | None:
     return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
-
-
-def _engine(url: str) -> Engine:
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(
-            f"state store URL {url!r} is not a database URL; use e.g. sqlite:///state.db"
-        ) from exc
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        folder = os.path.dirname(parsed.database)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-    try:
-        engine = sa.create_engine(parsed)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigError(f"cannot use state store {parsed!r}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 __all__: Sequence[str] = ("StateStore", "default_state_url")
