@@ -7,6 +7,10 @@ the pipeline succeeded (healed). While a fallback tier serves, the incident is `
 run succeeds but the data is not the primary's yet. When healing gives up it is escalated, and
 healed when a later run succeeds. Each healing action is a row with its outcome, so
 ``mendflow incidents`` can tell the whole story and the KPIs can be computed from it.
+
+Passwords never reach the ledger: dependencies, evidence and details are stored with any password
+masked (a driver's error text may quote its connection string), and dependencies are looked up
+masked the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mendflow._redact import redact
 from mendflow.remediation.diagnosis import Diagnosis
+from mendflow.state._connect import scrubbed
 from mendflow.state.schema import incident_actions, incidents
 from mendflow.state.store import StateStore
 
@@ -53,7 +59,7 @@ class Ledger:
         """The newest incident of ``dependency`` in ``pipeline``, healed or not."""
         query = (
             sa.select(incidents)
-            .where(incidents.c.pipeline == pipeline, incidents.c.dependency == dependency)
+            .where(incidents.c.pipeline == pipeline, incidents.c.dependency == redact(dependency))
             .order_by(incidents.c.detected_at.desc(), incidents.c.incident_id)
             .limit(1)
         )
@@ -69,25 +75,25 @@ class Ledger:
             .order_by(incidents.c.detected_at.desc(), incidents.c.incident_id)
         )
         if dependency is not None:
-            query = query.where(incidents.c.dependency == dependency)
+            query = query.where(incidents.c.dependency == redact(dependency))
         with self.store.engine.connect() as con:
             return [_incident(row._mapping) for row in con.execute(query)]
 
     def open(self, *, pipeline: str, run_id: str, diagnosis: Diagnosis, at: float) -> Incident:
         """Record a new incident for ``pipeline``."""
         incident_id = uuid.uuid4().hex
+        dependency = redact(diagnosis.dependency)
         with self.store.engine.begin() as con:
             con.execute(
                 incidents.insert().values(
                     incident_id=incident_id, pipeline=pipeline, run_id=run_id,
-                    dependency=diagnosis.dependency, failure_class=str(diagnosis.failure_class),
+                    dependency=dependency, failure_class=str(diagnosis.failure_class),
                     status=OPEN, detected_at=at, escalated=False,
-                    evidence=json.dumps(diagnosis.evidence(), sort_keys=True),
+                    evidence=json.dumps(scrubbed(diagnosis.evidence()), sort_keys=True),
                 )
             )
         return Incident(
-            incident_id, pipeline, str(diagnosis.failure_class), OPEN, False,
-            diagnosis.dependency,
+            incident_id, pipeline, str(diagnosis.failure_class), OPEN, False, dependency
         )
 
     def act(self, incident_id: str, *, action: str, outcome: str, detail: str, at: float) -> None:
@@ -95,7 +101,8 @@ class Ledger:
         with self.store.engine.begin() as con:
             con.execute(
                 incident_actions.insert().values(
-                    incident_id=incident_id, action=action, outcome=outcome, detail=detail, at=at
+                    incident_id=incident_id, action=action, outcome=outcome,
+                    detail=redact(detail), at=at,
                 )
             )
 
