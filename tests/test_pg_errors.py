@@ -3,14 +3,18 @@ retried, a missing privilege or refused credentials escalate, and no password le
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 import psycopg.errors
 import pytest
 
+from mendflow import FileSource, Pipeline, Retry, StateStore
+from mendflow.events import BatchRead, BatchStaged, Event, RetryScheduled
 from mendflow.exceptions import (
     BadData,
     DestinationError,
@@ -19,10 +23,16 @@ from mendflow.exceptions import (
     ResourceExhausted,
     SchemaMismatch,
 )
-from mendflow.remediation import Action, Situation, decide, diagnose
+from mendflow.remediation import Action, Ledger, Situation, decide, diagnose
+from mendflow.remediation.escalation import WebhookNotifier
 from mendflow.remediation.playbook import DEFAULT_PLAYBOOK
+from mendflow.remediation.supervisor import run_healing
 from mendflow.sinks._pg_errors import ERRORS, translate
-from tests._pg_cluster import OwnedServer
+from mendflow.sinks.postgres import PostgresSink
+from mendflow.testing import EventLog, FakeClock
+from tests._pg import fresh_database
+from tests._pg_cluster import OwnedServer, pg_table_hash
+from tests.conftest import WebhookReceiver
 
 SECRET = "Tr0ub4dor-s3cret"
 
@@ -264,3 +274,138 @@ def test_data_and_schema_errors_of_a_real_server(pg_url: str) -> None:
             with pytest.raises(psycopg.Error) as info:
                 con.execute(statement)
             assert type(_translated(info.value)) is kind
+
+
+# -- end to end: the PostgreSQL destination under run_healing ------------------------------------
+
+
+def _drops(folder: Path, files: int = 3, rows: int = 100) -> Path:
+    folder.mkdir()
+    for n in range(files):
+        lines = (json.dumps({"id": n * rows + i, "v": i * 2}) + "\n" for i in range(rows))
+        (folder / f"part-{n}.jsonl").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def _pipeline(drops: Path, url: str, **destination: Any) -> Pipeline:
+    """Three batches of 100 rows appended to ``orders``; the destination's writes retried up
+    to 20 times, without a breaker (these tests count the retries themselves)."""
+    return Pipeline(
+        name="orders", source=FileSource(str(drops / "*.jsonl"), batch_size=100),
+        destination=PostgresSink(url, table="orders", **destination),
+        destination_breaker=None,
+        destination_retry=Retry(attempts=20, base_s=0.01, cap_s=0.05, deadline_s=60),
+    )
+
+
+def test_a_missing_insert_privilege_escalates_once_under_healing(
+    owned: OwnedServer, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """The loader's role may read the table but not insert: no retry, the run stops with a
+    DestinationError, and one page goes out however often the run is tried."""
+    url = owned.create_database("denied")
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE orders (id bigint, v bigint)")
+        admin.execute("CREATE ROLE clerk LOGIN")
+        admin.execute("GRANT CREATE ON DATABASE denied TO clerk")
+        admin.execute("GRANT CREATE, USAGE ON SCHEMA public TO clerk")
+        admin.execute("GRANT SELECT ON orders TO clerk")
+    pipeline = _pipeline(_drops(tmp_path / "drops"), owned.database("denied", user="clerk"))
+    store, log = StateStore(f"sqlite:///{tmp_path / 's.db'}"), EventLog()
+    notifiers = [WebhookNotifier(receiver.url)]
+    for _ in range(2):
+        with pytest.raises(DestinationError, match="permission denied for table orders"):
+            run_healing(pipeline, store=store, notifiers=notifiers, hooks=[log],
+                        clock=FakeClock())
+    [incident] = Ledger(store).incidents(pipeline="orders")
+    store.close()
+    assert (incident["failure_class"], incident["escalated"]) == ("permanent", True)
+    assert [(a["action"], a["outcome"]) for a in incident["actions"]] == [
+        ("escalate", "paged"), ("escalate", "already_paged")]
+    assert list(receiver.pages().values()) == [1]
+    assert not [e for e in log if isinstance(e, RetryScheduled)]
+
+
+def _active_backend(url: str) -> int:
+    """The pid of the one other session on ``url``'s database: the sink's."""
+    with psycopg.connect(url, autocommit=True) as con:
+        row = con.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class _Fault:
+    """A run hook that does ``act`` once, when the ``nth`` event of type ``kind`` arrives."""
+
+    def __init__(self, kind: type[Event], nth: int, act: Callable[[], None]) -> None:
+        self.kind, self.nth, self.act, self.seen = kind, nth, act, 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, self.kind):
+            self.seen += 1
+            if self.seen == self.nth:
+                self.act()
+
+
+def _heal_with(pipeline: Pipeline, store: StateStore, fault: _Fault) -> EventLog:
+    log = EventLog()
+    result = run_healing(pipeline, store=store, hooks=[fault, log], clock=FakeClock())
+    assert (result.rows_loaded, result.batches) == (300, 3)
+    return log
+
+
+def _reference(drops: Path) -> tuple[int, str]:
+    with fresh_database() as url:
+        _pipeline(drops, url).run(state=None)
+        return pg_table_hash(url, "orders")
+
+
+def test_a_backend_terminated_before_commit_is_retried_and_loads_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The sink's session is killed inside the load transaction, just before COMMIT: the
+    batch is rolled back, retried on a new connection, and every row lands exactly once."""
+    drops = _drops(tmp_path / "drops")
+
+    def terminate() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute("SELECT pg_terminate_backend(%s, 5000)", (_active_backend(pg_url),))
+
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    log = _heal_with(_pipeline(drops, pg_url), store, _Fault(BatchStaged, 2, terminate))
+    [incident] = Ledger(store).incidents(pipeline="orders")
+    store.close()
+    [retry] = [e for e in log if isinstance(e, RetryScheduled)]
+    assert retry.error_type == "DestinationUnavailable"
+    assert (incident["status"], incident["escalated"]) == ("healed", False)
+    assert pg_table_hash(pg_url, "orders") == _reference(drops)
+
+
+def test_a_statement_timeout_on_a_locked_table_is_retried_until_the_lock_goes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Another session holds the table locked for a second: the sink's statement times out
+    (statement_timeout_s), is retried, and loads once the lock is released."""
+    drops = _drops(tmp_path / "drops")
+    blocker = psycopg.connect(pg_url)
+    released = threading.Timer(1.0, blocker.rollback)
+
+    def lock() -> None:
+        blocker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        released.start()
+
+    store = StateStore(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        pipeline = _pipeline(drops, pg_url, statement_timeout_s=0.2)
+        log = _heal_with(pipeline, store, _Fault(BatchRead, 2, lock))
+    finally:
+        released.join()
+        blocker.close()
+        store.close()
+    retries = [e for e in log if isinstance(e, RetryScheduled)]
+    assert retries
+    assert {e.error_type for e in retries} == {"DestinationUnavailable"}
+    assert all("statement_timeout" in e.error for e in retries)
+    assert pg_table_hash(pg_url, "orders") == _reference(drops)
