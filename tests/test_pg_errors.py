@@ -409,3 +409,16 @@ def test_a_statement_timeout_on_a_locked_table_is_retried_until_the_lock_goes(
     assert {e.error_type for e in retries} == {"DestinationUnavailable"}
     assert all("statement_timeout" in e.error for e in retries)
     assert pg_table_hash(pg_url, "orders") == _reference(drops)
+
+
+def test_the_sink_refused_credentials_escalate_without_the_password(owned: OwnedServer) -> None:
+    """A PostgresSink with a wrong password in its URL: a DestinationError about credentials;
+    neither its message nor the sink's name shows the password."""
+    url = f"postgresql://loader:{SECRET}-old@127.0.0.1:{owned.port}/errors"
+    sink = PostgresSink(url, table="orders")
+    with pytest.raises(DestinationError, match="credentials") as info:
+        sink.position("orders")
+    sink.close()
+    assert SECRET not in str(info.value)
+    assert SECRET not in info.value.dependency
+    assert SECRET not in sink.name
