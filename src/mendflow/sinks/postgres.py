@@ -127,8 +127,10 @@ class PostgresSink:
                     dead = pa.concat_tables([dead, shaped.dead_letters])
                 if data.num_columns:
                     self._write_rows(cur, target, data, load, table)
-            _dlq.add(cur, self.schema, load, dead)
+            # the audit first: a refused batch then draws no dead-letter id (sequences don't
+            # roll back); it reads the rows and counts, never the dead-letter table
             findings = _audit.audit(cur, self.schema, target, _STAGE, load, data, dead)
+            _dlq.add(cur, self.schema, load, dead)
             self._bookkeeping(cur, load, data.num_rows, dead.num_rows)
             on_staged()
         if table is not None:
