@@ -1,4 +1,5 @@
-"""Make calls through a circuit breaker that shares its state in a SQLite state file.
+"""Make calls through a circuit breaker that shares its state in a state store (SQLite or
+PostgreSQL: any URL ``StateStore`` takes).
 
     python tests/breaker_child.py STATE_URL fail|succeed COUNT
 

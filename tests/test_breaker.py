@@ -415,12 +415,25 @@ def test_a_store_outage_keeps_the_local_state_and_writes_it_later(clock: FakeClo
     assert (record.state, record.version) == (OPEN, 1)
 
 
-@pytest.mark.parametrize("kind", ["memory", "sql"])
-def test_a_stale_version_loses_the_compare_and_set(kind: str, tmp_path: Path) -> None:
-    """Only the writer that saw the stored version may replace it; the first insert wins once."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh state store: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_a_stale_version_loses_the_compare_and_set(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Only the writer that saw the stored version may replace it; the first insert wins once
+    (in memory, and in the state store on SQLite and on PostgreSQL)."""
     store: BreakerStore = MemoryBreakerStore()
-    if kind == "sql":
+    if kind == "sqlite":
         store = SqlBreakerStore.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+    elif kind == "postgres":
+        store = SqlBreakerStore.from_url(request.getfixturevalue("pg_url"))
     opened = BreakerRecord("api", OPEN, 1.0, "down", 1)
     assert store.load("api") is None
     assert store.save(opened, expected_version=0)
@@ -432,10 +445,10 @@ def test_a_stale_version_loses_the_compare_and_set(kind: str, tmp_path: Path) ->
     assert store.load("api") == half
 
 
-def test_two_processes_share_one_breaker(tmp_path: Path) -> None:
+def test_two_processes_share_one_breaker(state_url: str) -> None:
     """A breaker opened by another process fails fast here; when that process's probes close
-    it, this one sees it closed within sync_s."""
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+    it, this one sees it closed within sync_s (on SQLite and on PostgreSQL)."""
+    url = state_url
     assert _child(url, "fail", 6) == ["open", "4", "2"]
     breaker = CircuitBreaker(DEPENDENCY, policy=POLICY, store=SqlBreakerStore.from_url(url))
     assert breaker.state is OPEN
