@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mendflow import config
 from mendflow.batch import Load
@@ -216,3 +219,34 @@ def test_schema_history_and_dead_letters_from_the_cli(pg_url: str, tmp_path: Pat
     assert dead.exit_code == 0, dead.output
     [letter] = json.loads(dead.output)
     assert letter["stage"] in ("coerce", "validate")
+
+
+def test_a_loader_with_table_privileges_only_loads_once_the_tables_exist(pg_url: str) -> None:
+    """No CREATE on the database or schema: once an owner made the tables, the loader writes."""
+    owner = PostgresSink(pg_url, table="t")
+    owner.write(_load("b1", [{"id": 1}]))
+    owner.close()
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        con.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+        con.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                            "public TO {}").format(sql.Identifier(role)))
+        con.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
+            sql.Identifier(role)))
+    try:
+        loader = PostgresSink(with_user(pg_url, role), table="t")
+        assert loader.write(_load("b2", [{"id": 2}])) is not None
+        assert loader.position("p") == {"at": "b2"}
+        loader.close()
+        assert _rows(pg_url, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            con.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` connecting as ``user``."""
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    return make_conninfo("", **{**params, "user": user})

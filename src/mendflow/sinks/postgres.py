@@ -48,6 +48,8 @@ __all__ = ["ENV", "PostgresSink"]
 ENV = "MENDFLOW_PG_URL"
 COMMITTED, STAGED = "committed", "staged"
 _STAGE = "_mendflow_stage"  # the batch's temporary table (dropped at commit)
+_BOOKKEEPING = ("_mendflow_checkpoints", "_mendflow_batches", "_mendflow_dead_letters",
+                "_mendflow_schema_versions")
 _META = (
     ("_mendflow_checkpoints",
      "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, slot TEXT NOT NULL, "
@@ -216,7 +218,12 @@ class PostgresSink:
             raise translate(exc, f"connecting to {self.name}", dependency=self.name,
                             secrets=self._secrets) from exc
         try:
-            with con.cursor() as cur:  # one process at a time creates what is missing
+            with con.cursor() as cur:
+                if self._prepared(cur):  # a loader with table privileges only creates nothing
+                    con.commit()
+                    self._con = con
+                    return con
+                # one process at a time creates what is missing
                 cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('mendflow:setup', 0))")
                 cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                     sql.Identifier(self.schema)))
@@ -232,6 +239,15 @@ class PostgresSink:
                             secrets=self._secrets) from exc
         self._con = con
         return con
+
+    def _prepared(self, cur: psycopg.Cursor[Any]) -> bool:
+        """Whether the schema and every bookkeeping table exist (CREATE ... IF NOT EXISTS needs
+        the CREATE privilege even when there is nothing to create)."""
+        names = [sql.Identifier(self.schema, t).as_string(cur) for t in _BOOKKEEPING]
+        cur.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
+                    (names,))
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     @contextlib.contextmanager
     def _transaction(self, doing: str) -> Any:
