@@ -5,16 +5,18 @@ The same table, rules and store as every SQL destination's (``mendflow.sinks._dl
 replay's load settles them in the transaction that loads the rows. This module holds SQLite's
 table and its rendering of the shared queries. Ids come from ``AUTOINCREMENT``, so an id is never
 reused after a purge (a replay's batch id derives from ids). ``first_seen`` and ``last_seen``
-are epoch seconds (REAL; the sink defines ``now()`` and ``to_timestamp()`` on its connection in
-those terms), ``checks`` is a JSON list, ``record`` the original bytes. The load's dead letters
-are bound with ``executemany`` (see ``_sqlite_rows``); a replay's are held in two temporary
-tables for the settlement's joins.
+are epoch seconds (REAL; for the shared queries the sink defines ``now()`` and
+``to_timestamp()`` on its connection in those terms), ``checks`` is a JSON list, ``record``
+the original bytes. The load's dead letters are bound with ``executemany`` (see
+``_sqlite_rows``), one time for all; a replay's are held in two temporary tables for the
+settlement's joins.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
@@ -53,12 +55,14 @@ def _insert(con: sqlite3.Connection, load: Load, dead: pa.Table) -> None:
     sql = (
         f"INSERT INTO {TABLE} (pipeline, run_id, batch_id, row_index, stage, reason, checks, "
         "record, format, attempts, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, "
-        "now(), now())"
+        "?, ?)"
     )
-    ids = (load.pipeline, load.run_id, load.batch_id)
+    now = time.time()  # one time for the load, as now() in DuckDB's and PostgreSQL's
     for chunk in dead.select(list(_FIELDS)).to_batches(max_chunksize=CHUNK):
         fields = [column.to_pylist() for column in chunk.columns]
-        con.executemany(sql, zip(*(repeat(v) for v in ids), *fields, strict=False))
+        constant = (load.pipeline, load.run_id, load.batch_id)
+        con.executemany(sql, zip(*map(repeat, constant), *fields, repeat(now), repeat(now),
+                                 strict=False))
 
 
 def _settle(con: sqlite3.Connection, load: Load, dead: pa.Table) -> None:
@@ -72,7 +76,7 @@ def _settle(con: sqlite3.Connection, load: Load, dead: pa.Table) -> None:
                     zip(ids["pos"].to_pylist(), ids["id"].to_pylist(), strict=True))
     failed = [again[name].to_pylist() for name in _FIELDS[:4]]
     con.executemany(f"INSERT INTO temp.{_AGAIN} VALUES (?, ?, ?, ?)", zip(*failed, strict=True))
-    con.execute(_UPDATE_FAILED, [load.pipeline])
+    con.execute(_UPDATE_FAILED, [time.time(), load.pipeline])
     con.execute(_render(DELETE_LOADED), [load.pipeline])
 
 
@@ -86,7 +90,7 @@ _TEMP = (
 )
 #: ``_dlq.UPDATE_FAILED`` without ``DISTINCT ON``: one failure per record by ``GROUP BY``.
 _UPDATE_FAILED = (
-    f"UPDATE {TABLE} AS d SET attempts = d.attempts + 1, last_seen = now(), stage = f.stage, "
+    f"UPDATE {TABLE} AS d SET attempts = d.attempts + 1, last_seen = ?, stage = f.stage, "
     "reason = f.reason, checks = f.checks FROM (SELECT i.id, x.stage, x.reason, x.checks "
     f"FROM temp.{_AGAIN} x JOIN temp.{_IDS} i ON i.pos = x.row_index GROUP BY x.row_index) f "
     "WHERE d.id = f.id AND d.pipeline = ?"
