@@ -295,6 +295,17 @@ def test_a_full_disk_is_resource_exhausted_and_a_file_in_the_way_a_destination_e
                for code, kind in files.ERRNOS.items())
 
 
+def test_a_corrupt_file_met_by_the_audit_is_a_destination_error(tmp_path: Path) -> None:
+    """UniqueKey reads the folder's files; one that is not Parquet fails the batch, translated."""
+    lake = tmp_path / "lake"
+    sink = ParquetSink(lake)
+    sink.write(_load("b1", [{"id": 1}]))
+    (lake / "data" / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DestinationError, match=r"broken\.parquet"):
+        sink.write(_load("b2", [{"id": 2}], checks=(UniqueKey(("id",)),)))
+    assert sink.position("p") == {"at": "b1"}
+
+
 def test_another_process_holding_the_pipeline_is_destination_unavailable(tmp_path: Path) -> None:
     """The pipeline's lock held elsewhere: the call fails as retryable, and works once freed."""
     sink = ParquetSink(tmp_path / "lake")

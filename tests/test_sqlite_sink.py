@@ -263,6 +263,21 @@ def test_evolve_sets_aside_only_values_that_do_not_fit_their_column(
     assert all(x.stage == "load" and "column `n`" in x.reason for x in letters)
 
 
+def test_values_sqlite_cannot_hold_in_their_column_are_set_aside(
+    sink: SQLiteSink, tmp_path: Path
+) -> None:
+    """An unsigned value beyond 64-bit INTEGER, or a nested value meeting an INTEGER column,
+    becomes a dead letter instead of failing the bind or landing as text."""
+    big = pa.table({"u": pa.array([1, 2**64 - 1], pa.uint64())})
+    nested = pa.table({"u": pa.array([{"a": 1}], pa.struct([("a", pa.int64())]))})
+    for number, data in enumerate((big, nested)):
+        sink.write(Load(pipeline="p", run_id="r", batch_id=f"b{number}", data=data,
+                        position={"at": number}))
+    assert _query(tmp_path / "d.sqlite", "SELECT * FROM t") == [(1,)]
+    assert [json.loads(x.record)["u"] for x in sink.dead_letters().list()] == [
+        2**64 - 1, '{"a":1}']
+
+
 def test_discard_columns_drops_the_new_column(sink: SQLiteSink, tmp_path: Path) -> None:
     """discard_columns keeps the table's column set and loads the rest of the row."""
     sink.write(_load("b1", [{"id": 1}], schema="discard_columns"))

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 
+import duckdb
+import pyarrow as pa
+
 from mendflow.exceptions import (
     BadData,
     DestinationError,
@@ -18,8 +21,9 @@ from mendflow.exceptions import (
     ResourceExhausted,
     SchemaMismatch,
 )
+from mendflow.sinks import _duckdb_errors
 
-__all__ = ["CLASSES", "CODES", "kind_of", "translate"]
+__all__ = ["CLASSES", "CODES", "boundary", "kind_of", "translate"]
 
 #: SQLite's primary result codes that are errors, and what each means to mendflow; a test fails
 #: if one is missing.
@@ -95,3 +99,23 @@ def translate(exc: sqlite3.Error, doing: str, *, dependency: str = "sqlite") -> 
     name = getattr(exc, "sqlite_errorname", None)
     said = f"{exc} ({name})" if name else str(exc)
     return kind(f"{doing}: {said}. {_HINTS[kind]}.", dependency=dependency)
+
+
+def boundary(exc: BaseException, doing: str, *, dependency: str) -> MendflowError | None:
+    """``exc`` translated when a library the sink calls raised it: ``sqlite3``; DuckDB and
+    Arrow, which check and convert the batch; the driver refusing an integer beyond 64 bits.
+    None for anything else (mendflow's own errors, an interrupt), to be raised as it is."""
+    if isinstance(exc, sqlite3.Error):
+        return translate(exc, doing, dependency=dependency)
+    if isinstance(exc, duckdb.Error):
+        return _duckdb_errors.translate(exc, doing, dependency=dependency)
+    if isinstance(exc, pa.ArrowMemoryError):
+        return ResourceExhausted(f"{doing}: {exc}. {_HINTS[ResourceExhausted]}.",
+                                 dependency=dependency)
+    if isinstance(exc, pa.ArrowException):
+        return SchemaMismatch(f"{doing}: {exc}. SQLite cannot take a column of this batch as it "
+                              "is; cast it with a transform.", dependency=dependency)
+    if isinstance(exc, OverflowError):
+        return BadData(f"{doing}: {exc}. SQLite integers have 64 bits; cast the column to text "
+                       "or a float with a transform.", dependency=dependency)
+    return None

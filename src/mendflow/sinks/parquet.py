@@ -38,10 +38,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from mendflow.batch import Committed, Finding, Load, Position
 from mendflow.exceptions import ConfigError, DestinationError
+from mendflow.sinks import _duckdb_errors
 from mendflow.sinks import _parquet_audit as _audit
 from mendflow.sinks import _parquet_files as _files
 from mendflow.sinks import _parquet_state as _state
@@ -219,7 +221,8 @@ class ParquetSink:
 
 
 class _Translated:
-    """A block whose OS and Arrow errors are translated (``_parquet_files.translate``)."""
+    """A block whose OS, Arrow and DuckDB errors are translated (``_parquet_files.translate``,
+    ``_duckdb_errors.translate``)."""
 
     def __init__(self, doing: str, dependency: str) -> None:
         self.doing, self.dependency = doing, dependency
@@ -230,6 +233,8 @@ class _Translated:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, OSError | pa.ArrowException):
             raise _files.translate(exc, self.doing, dependency=self.dependency) from exc
+        if isinstance(exc, duckdb.Error):  # the audit reading the folder's files
+            raise _duckdb_errors.translate(exc, self.doing, dependency=self.dependency) from exc
 
 
 def _dead_letters(load: Load) -> pa.Table:

@@ -39,7 +39,7 @@ from mendflow.sinks import _sqlite_dlq as _dlq
 from mendflow.sinks import _sqlite_rows as _rows
 from mendflow.sinks import _sqlite_schema as _schema
 from mendflow.sinks._sqlite_dlq import SQLiteDeadLetters
-from mendflow.sinks._sqlite_errors import translate
+from mendflow.sinks._sqlite_errors import boundary, translate
 
 __all__ = ["COMMITTED", "STAGED", "SQLiteSink"]
 
@@ -126,13 +126,13 @@ class SQLiteSink:
             self._write_bookkeeping(con, load, rows.num_rows, dead.num_rows)
             on_staged()
             con.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             _rollback(con)
             doing = f"loading batch {load.batch_id} into {self.table}"
-            raise translate(exc, doing, dependency=self.name) from exc
-        except BaseException:
-            _rollback(con)
-            raise
+            error = boundary(exc, doing, dependency=self.name)
+            if error is None:
+                raise
+            raise error from exc
         _audit.report(load, findings)
         if changes is not None:
             _drift.report(load, changes)
