@@ -25,8 +25,10 @@ changed ``batch_size`` cannot leave a duplicate). A batch already in the manifes
 
 Modes: ``append`` adds a file per batch; ``replace`` writes the run into ``_staging/`` and
 ``finish`` swaps it with ``data/`` in one step (``renameat2`` exchange on Linux), then commits
-the staged checkpoint and deletes the old files; ``merge`` is refused (``ConfigError``): files
-cannot update rows in place, and rewriting the folder for every batch would not scale.
+the staged checkpoint and deletes the old files (a folder in replace mode belongs to one
+pipeline; the dead letters kept are those of the published run's batches and of the run in
+progress); ``merge`` is refused (``ConfigError``): files cannot update rows in place, and
+rewriting the folder for every batch would not scale.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ class ParquetSink:
                 dead = _files.write_parquet(self._dead, _dead_letters(load), owner)
             findings = _audit.audit(load, folder, name, load.data, load.dead_letters, slot)
             for temp, final in ((data, folder / name), (dead, self._dead / name)):
-                _files.remove(final)  # a copy of an attempt that never committed
-                if temp is not None:
+                if temp is None:
+                    _files.remove(final)  # left by an attempt that never committed
+                else:
                     _files.publish(temp, final)
                     placed.append(final)
             _files.fsync_dir(folder)
