@@ -250,3 +250,21 @@ def with_user(url: str, user: str) -> str:
     """``url`` connecting as ``user``."""
     params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     return make_conninfo("", **{**params, "user": user})
+
+
+@pytest.mark.parametrize("key", ["id", "code"], ids=["number key", "text key"])
+def test_merge_is_exact_whether_the_batch_goes_straight_in_or_through_the_stage(
+    pg_url: str, key: str
+) -> None:
+    """Batches whose key range misses the table's keys are COPYed straight in; the others
+    upsert through the stage: the rows are the same as a merge row by row."""
+    sink = PostgresSink(pg_url, table="t")
+    expected: dict[int, str] = {}
+    batches = [[1, 10], [5], [2, 11], [20, 30], [30, 3]]  # a gap, overlaps, growing keys
+    for number, ids in enumerate(batches):
+        rows = [{"id": i, "code": f"k{i:03d}", "v": f"b{number}"} for i in ids]
+        sink.write(_load(f"b{number}", rows, mode="merge", primary_key=(key,)))
+        expected |= dict.fromkeys(ids, f"b{number}")
+    got = _rows(pg_url, "SELECT id, v FROM t ORDER BY id")
+    assert got == sorted(expected.items())
+    sink.close()

@@ -4,12 +4,10 @@
 
 Each write is one transaction on one connection: an advisory lock on the pipeline (two writers of
 one pipeline queue up), the batch's schema met (``_pg_schema``: DDL is transactional here), the
-rows COPYed in PostgreSQL's binary format (``_pg_copy``, vectorized) into a temporary staging
-table, then moved into the table by one ``INSERT ... SELECT``: plain for ``append``, with
-``ON CONFLICT (key) DO UPDATE`` for ``merge`` (a table this sink did not create, with no unique
-index on the key, gets ``DELETE ... USING`` the staged keys first), and into a staging table that
-``finish`` swaps in for ``replace``. Then the dead letters, the audit, the batch's identity
-(``_mendflow_batches``) and the checkpoint (``_mendflow_checkpoints``), and COMMIT.
+rows in (``_pg_rows``: binary COPY, through a temporary stage and one ``INSERT ... SELECT`` when
+merging into existing keys), the audit, the dead letters, the batch's identity
+(``_mendflow_batches``) and the checkpoint (``_mendflow_checkpoints``), then COMMIT. ``replace``
+loads into a staging table that ``finish`` swaps in.
 
 Connection settings: the URL (a ``postgresql://`` URI or a libpq ``key=value`` string), else
 ``$MENDFLOW_PG_URL``, else libpq's own variables (``PGHOST``, ``PGUSER``, ``PGPASSWORD``...).
@@ -37,9 +35,10 @@ from mendflow._redact import redact_url
 from mendflow.batch import Committed, Load, Position
 from mendflow.contracts.schema import Version
 from mendflow.sinks import _pg_audit as _audit
-from mendflow.sinks import _pg_copy as _copy
 from mendflow.sinks import _pg_dlq as _dlq
+from mendflow.sinks import _pg_rows as _rows
 from mendflow.sinks import _pg_schema as _schema
+from mendflow.sinks import _pg_setup as _setup
 from mendflow.sinks._drift import report as report_drift
 from mendflow.sinks._pg_errors import translate
 
@@ -47,20 +46,6 @@ __all__ = ["ENV", "PostgresSink"]
 
 ENV = "MENDFLOW_PG_URL"
 COMMITTED, STAGED = "committed", "staged"
-_STAGE = "_mendflow_stage"  # the batch's temporary table (dropped at commit)
-_BOOKKEEPING = ("_mendflow_checkpoints", "_mendflow_batches", "_mendflow_dead_letters",
-                "_mendflow_schema_versions")
-_META = (
-    ("_mendflow_checkpoints",
-     "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, slot TEXT NOT NULL, "
-     "position TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
-     "PRIMARY KEY (pipeline, slot))"),
-    ("_mendflow_batches",
-     "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, batch_id TEXT NOT NULL, "
-     "run_id TEXT NOT NULL, rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, "
-     "committed_at TIMESTAMPTZ NOT NULL DEFAULT now(), n BIGSERIAL, "
-     "PRIMARY KEY (pipeline, batch_id))"),
-)
 
 
 class PostgresSink:
@@ -128,10 +113,10 @@ class PostgresSink:
                 if shaped.dead_letters.num_rows:
                     dead = pa.concat_tables([dead, shaped.dead_letters])
                 if data.num_columns:
-                    self._write_rows(cur, target, data, load, table)
+                    _rows.write(cur, self.schema, target, data, load, table)
             # the audit first: a refused batch then draws no dead-letter id (sequences don't
             # roll back); it reads the rows and counts, never the dead-letter table
-            findings = _audit.audit(cur, self.schema, target, _STAGE, load, data, dead)
+            findings = _audit.audit(cur, self.schema, target, _rows.STAGE, load, data, dead)
             _dlq.add(cur, self.schema, load, dead)
             self._bookkeeping(cur, load, data.num_rows, dead.num_rows)
             on_staged()
@@ -205,49 +190,15 @@ class PostgresSink:
         if self._con is not None and not self._con.closed and not self._con.broken:
             return self._con
         self._forget()
-        options: dict[str, Any] = {
-            "application_name": "mendflow", "connect_timeout": max(1, int(self.connect_timeout_s)),
-            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-            "keepalives_count": 3,
-        }
+        options: dict[str, Any] = {"connect_timeout": max(1, int(self.connect_timeout_s))}
         if self.statement_timeout_s is not None:
             options["options"] = f"-c statement_timeout={int(self.statement_timeout_s * 1000)}"
         try:
-            con = psycopg.connect(self.url, autocommit=False, **options)
+            self._con = _setup.connect(self.url, self.schema, **options)
         except psycopg.Error as exc:
-            raise translate(exc, f"connecting to {self.name}", dependency=self.name,
-                            secrets=self._secrets) from exc
-        try:
-            with con.cursor() as cur:
-                if self._prepared(cur):  # a loader with table privileges only creates nothing
-                    con.commit()
-                    self._con = con
-                    return con
-                # one process at a time creates what is missing
-                cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('mendflow:setup', 0))")
-                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(self.schema)))
-                for table, statement in _META:
-                    cur.execute(sql.SQL(statement).format(self._id(table)))
-                for ddl in (*_dlq.ddl(self.schema), *_schema.ddl(self.schema)):
-                    cur.execute(sql.Composed([ddl]))
-            con.commit()
-        except psycopg.Error as exc:
-            with contextlib.suppress(psycopg.Error):
-                con.close()
-            raise translate(exc, f"preparing {self.schema} on {self.name}", dependency=self.name,
-                            secrets=self._secrets) from exc
-        self._con = con
-        return con
-
-    def _prepared(self, cur: psycopg.Cursor[Any]) -> bool:
-        """Whether the schema and every bookkeeping table exist (CREATE ... IF NOT EXISTS needs
-        the CREATE privilege even when there is nothing to create)."""
-        names = [sql.Identifier(self.schema, t).as_string(cur) for t in _BOOKKEEPING]
-        cur.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) AS n",
-                    (names,))
-        row = cur.fetchone()
-        return bool(row and row[0])
+            raise translate(exc, f"connecting to {self.name} and preparing {self.schema}",
+                            dependency=self.name, secrets=self._secrets) from exc
+        return self._con
 
     @contextlib.contextmanager
     def _transaction(self, doing: str) -> Any:
@@ -306,53 +257,6 @@ class PostgresSink:
                     (sql.Identifier(self.schema, table).as_string(cur),))
         row = cur.fetchone()
         return bool(row and row[0])
-
-    def _write_rows(
-        self, cur: psycopg.Cursor[Any], target: str, data: pa.Table, load: Load,
-        table: _schema.Table,
-    ) -> None:
-        """COPY the rows (binary) into the staging table, then one INSERT ... SELECT."""
-        names = data.column_names
-        columns = sql.SQL(", ").join(map(sql.Identifier, names))
-        cur.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-            sql.Identifier(_STAGE), sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_copy.wire_type(t)))
-                for n, t in zip(names, data.schema.types, strict=True))))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                sql.Identifier(_STAGE), columns)) as copy:
-            for chunk in _copy.encode(data):
-                copy.write(chunk)
-        select = sql.SQL(", ").join(
-            sql.SQL("{}::{}").format(sql.Identifier(n), sql.SQL(table.pg[n])) for n in names)
-        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-            self._id(target), columns, select, sql.Identifier(_STAGE))
-        keys = load.primary_key
-        if load.mode == "merge" and keys:
-            if self._unique(cur, target, keys):
-                rest = [n for n in names if n not in keys]
-                action = sql.SQL("DO NOTHING") if not rest else sql.SQL("DO UPDATE SET {}").format(
-                    sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
-                                       for n in rest))
-                insert = sql.SQL("{} ON CONFLICT ({}) {}").format(
-                    insert, sql.SQL(", ").join(map(sql.Identifier, keys)), action)
-            else:
-                match = sql.SQL(" AND ").join(
-                    sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in keys)
-                cur.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
-                    self._id(target), sql.Identifier(_STAGE), match))
-        cur.execute(insert)
-
-    def _unique(self, cur: psycopg.Cursor[Any], target: str, keys: tuple[str, ...]) -> bool:
-        """Whether ``target`` has a unique index on exactly ``keys`` (ON CONFLICT needs one)."""
-        cur.execute(
-            "SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
-            "AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname) "
-            "FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
-            "= (SELECT array_agg(k ORDER BY k) FROM unnest(%s::text[]) AS k) "
-            "AND i.indnkeyatts = cardinality(%s::text[])",
-            (self._id(target).as_string(cur), list(keys), list(keys)),
-        )
-        return cur.fetchone() is not None
 
     def _bookkeeping(self, cur: psycopg.Cursor[Any], load: Load, rows: int, dead: int) -> None:
         cur.execute(
