@@ -96,7 +96,7 @@ def test_a_connection_killed_by_the_server_is_replaced(pg_url: str) -> None:
     "bad",
     [
         f"postgresql://u:{SECRET}@h:port/db",
-        f"postgresql+psycopg2://u:{SECRET}@h/db",
+        f"postgresql+nosuchdriver://u:{SECRET}@h/db",
         f"nosuchdb://u:{SECRET}@h/db",
         f"host=h password={SECRET} dbname",
     ],

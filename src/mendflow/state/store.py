@@ -202,7 +202,8 @@ def _project(con: sa.Connection, event: Event) -> None:
         case RetryScheduled():
             con.execute(
                 attempts.insert().values(
-                    run_id=event.run_id, pipeline=event.pipeline, dependency=event.dependency,
+                    run_id=event.run_id, pipeline=event.pipeline,
+                    dependency=scrubbed(event.dependency),
                     attempt=event.attempt, delay_s=event.delay_s, error_type=event.error_type,
                     error=scrubbed(event.error), at=event.at,
                 )
