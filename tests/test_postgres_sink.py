@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from mendflow import config
 from mendflow.batch import Load
 from mendflow.cli import main
-from mendflow.exceptions import ConfigError, DestinationUnavailable
+from mendflow.exceptions import BadData, ConfigError, DestinationUnavailable
 from mendflow.pipeline import Pipeline
 from mendflow.sinks.postgres import PostgresSink
 from mendflow.sources.files import FileSource
@@ -267,4 +267,33 @@ def test_merge_is_exact_whether_the_batch_goes_straight_in_or_through_the_stage(
         expected |= dict.fromkeys(ids, f"b{number}")
     got = _rows(pg_url, "SELECT id, v FROM t ORDER BY id")
     assert got == sorted(expected.items())
+    sink.close()
+
+
+def test_a_first_merge_load_builds_the_key_once_at_the_end(pg_url: str) -> None:
+    """Batches with growing keys go straight in with no key yet; finish builds it once."""
+    sink = PostgresSink(pg_url, table="t")
+    for number in range(3):
+        rows = [{"id": number * 10 + i, "v": "x"} for i in range(10)]
+        sink.write(_load(f"b{number}", rows, mode="merge", primary_key=("id",)))
+    key = ("SELECT count(*) FROM pg_index WHERE indrelid = 't'::regclass AND indisprimary")
+    assert _rows(pg_url, key) == [(0,)]
+    assert _rows(pg_url, "SELECT lo, hi FROM _mendflow_pending_keys") == [("0", "29")]
+    sink.finish("p", mode="merge")
+    assert _rows(pg_url, key) == [(1,)]
+    assert _rows(pg_url, "SELECT count(*) FROM _mendflow_pending_keys") == [(0,)]
+    sink.write(_load("b3", [{"id": 5, "v": "y"}], mode="merge", primary_key=("id",)))
+    assert _rows(pg_url, "SELECT count(*), count(DISTINCT id) FROM t") == [(30, 30)]
+    sink.close()
+
+
+def test_a_null_key_while_the_key_waits_fails_the_batch_as_bad_data(pg_url: str) -> None:
+    """The key is built before a batch with a NULL key, which then fails whole, nothing in."""
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("b1", [{"id": 1, "v": "a"}], mode="merge", primary_key=("id",)))
+    with pytest.raises(BadData):
+        sink.write(_load("b2", [{"id": None, "v": "b"}, {"id": 7, "v": "c"}], mode="merge",
+                         primary_key=("id",)))
+    assert _rows(pg_url, "SELECT id FROM t") == [(1,)]
+    assert sink.position("p") == {"at": "b1"}
     sink.close()

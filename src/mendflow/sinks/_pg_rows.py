@@ -26,6 +26,7 @@ from psycopg import sql
 
 from mendflow.batch import Load
 from mendflow.sinks import _pg_copy as _copy
+from mendflow.sinks import _pg_keys as _keys
 from mendflow.sinks._pg_schema import Table
 
 __all__ = ["STAGE", "write"]
@@ -49,6 +50,14 @@ def write(
     """Put ``data`` into ``schema.target`` as ``load.mode`` says."""
     into = sql.Identifier(schema, target)
     keys = load.primary_key
+    later = _keys.pending(cur, schema, target, table.pg)
+    if later is not None:
+        span = _outside(data, load, table, later)
+        if span is not None:  # no row of the batch can meet one of the table
+            _copy_into(cur, into, data)
+            _keys.widen(cur, schema, target, *span)
+            return
+        _keys.build(cur, schema, target)
     unique = load.mode == "merge" and bool(keys) and _unique(cur, into.as_string(cur), keys)
     if _direct(cur, into, data, load, table, unique):
         _copy_into(cur, into, data)
@@ -79,16 +88,40 @@ def write(
     cur.execute(insert)
 
 
+def _outside(
+    data: pa.Table, load: Load, table: Table, later: _keys.Pending
+) -> tuple[Any, Any] | None:
+    """The noted span grown by the batch's, when the batch may go straight into a table whose
+    key is not built yet (``_pg_keys``); None when the key must be built first."""
+    keys, low, high = later
+    if (load.mode != "merge" or load.primary_key != keys or load.checks or not data.num_rows
+            or any(data[k].null_count for k in keys) or not _encodes(data, table)
+            or not _ordered(data[keys[0]].type)):
+        return None
+    span = pc.min_max(data[keys[0]]).as_py()
+    first, last = span["min"], span["max"]
+    if low is None:
+        return first, last
+    if last < low:
+        return first, high
+    if first > high:
+        return low, last
+    return None
+
+
+def _encodes(data: pa.Table, table: Table) -> bool:
+    """Whether every column's binary encoding is its table column's own type."""
+    return all(_WIRE.get(table.pg[name]) == _copy.wire_type(kind)
+               for name, kind in zip(data.column_names, data.schema.types, strict=True))
+
+
 def _direct(
     cur: psycopg.Cursor[Any], into: sql.Identifier, data: pa.Table, load: Load, table: Table,
     unique: bool,
 ) -> bool:
     """Whether COPY straight into the table gives what the general path would (see above)."""
-    if load.checks or not data.num_rows:
+    if load.checks or not data.num_rows or not _encodes(data, table):
         return False
-    for name, kind in zip(data.column_names, data.schema.types, strict=True):
-        if _WIRE.get(table.pg[name]) != _copy.wire_type(kind):
-            return False
     if load.mode != "merge" or not load.primary_key:
         return True
     first = data[load.primary_key[0]]
@@ -101,8 +134,11 @@ def _direct(
 
 
 def _ordered(kind: pa.DataType) -> bool:
+    """Keys ordered alike in Arrow and PostgreSQL, read back exactly (no nanoseconds)."""
+    if pa.types.is_timestamp(kind):
+        return bool(kind.unit != "ns")
     return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind)
-                or pa.types.is_date(kind) or pa.types.is_timestamp(kind))
+                or pa.types.is_date32(kind))
 
 
 def _copy_into(cur: psycopg.Cursor[Any], into: sql.Identifier, data: pa.Table) -> None:

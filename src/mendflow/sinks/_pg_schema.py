@@ -1,8 +1,9 @@
 """The PostgreSQL table's schema meets the batch's, inside the load transaction.
 
 The same policy as the DuckDB destination (``_duckdb_schema``): the first batch creates the table
-(version 1, with the pipeline's primary key in merge mode); later batches are compared with it by
-``mendflow.contracts.schema.diff`` and the policy's ``plan`` decides. DDL and the new row of
+(version 1; in merge mode its primary key comes once the first load is in, see ``_pg_keys``);
+later batches are compared with it by ``mendflow.contracts.schema.diff`` and the policy's
+``plan`` decides. DDL and the new row of
 ``_mendflow_schema_versions`` run in the load's transaction (PostgreSQL's DDL is transactional),
 so they roll back with it.
 
@@ -32,6 +33,7 @@ from mendflow.batch import Load, no_dead_letters
 from mendflow.contracts.schema import NULL, Change, Column, Plan, Version, between, diff, plan
 from mendflow.contracts.schema import settle as settled
 from mendflow.sinks import _duckdb_fit as _fit
+from mendflow.sinks import _pg_keys as _keys
 from mendflow.sinks._drift import Columns, Drift, Reconciled, quarantine, version_of
 
 __all__ = ["Table", "columns_of", "ddl", "history", "pg_type", "reconcile"]
@@ -164,11 +166,10 @@ def _create(
     parts = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(pg_type(c.type)))
              for c in typed]
     names = {c.name for c in typed}
-    if load.mode == "merge" and load.primary_key and set(load.primary_key) <= names:
-        parts.append(sql.SQL("PRIMARY KEY ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, load.primary_key))))
     cur.execute(sql.SQL("CREATE TABLE {} ({})").format(
         sql.Identifier(schema, target), sql.SQL(", ").join(parts)))
+    if load.mode == "merge" and load.primary_key and set(load.primary_key) <= names:
+        _keys.defer(cur, schema, target, load.primary_key)  # built once the first load is in
     made = columns_of(cur, schema, target)
     last = _last(cur, schema, public)
     changes = between(last or (), made.columns)

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from mendflow.sinks import _pg_dlq as _dlq
+from mendflow.sinks import _pg_keys as _keys
 from mendflow.sinks import _pg_schema as _schema
 
 __all__ = ["connect"]
@@ -23,7 +24,7 @@ __all__ = ["connect"]
 _OPTIONS = {"application_name": "mendflow", "keepalives": 1, "keepalives_idle": 10,
             "keepalives_interval": 5, "keepalives_count": 3}
 _BOOKKEEPING = ("_mendflow_checkpoints", "_mendflow_batches", "_mendflow_dead_letters",
-                "_mendflow_schema_versions")
+                "_mendflow_schema_versions", _keys.TABLE)
 _META = (
     ("_mendflow_checkpoints",
      "CREATE TABLE IF NOT EXISTS {} (pipeline TEXT NOT NULL, slot TEXT NOT NULL, "
@@ -34,6 +35,7 @@ _META = (
      "run_id TEXT NOT NULL, rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, "
      "committed_at TIMESTAMPTZ NOT NULL DEFAULT now(), n BIGSERIAL, "
      "PRIMARY KEY (pipeline, batch_id))"),
+    (_keys.TABLE, _keys.DDL),
 )
 
 

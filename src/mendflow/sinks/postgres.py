@@ -36,6 +36,7 @@ from mendflow.batch import Committed, Load, Position
 from mendflow.contracts.schema import Version
 from mendflow.sinks import _pg_audit as _audit
 from mendflow.sinks import _pg_dlq as _dlq
+from mendflow.sinks import _pg_keys as _keys
 from mendflow.sinks import _pg_rows as _rows
 from mendflow.sinks import _pg_schema as _schema
 from mendflow.sinks import _pg_setup as _setup
@@ -128,8 +129,11 @@ class PostgresSink:
         return Committed(data.num_rows, dead.num_rows)
 
     def finish(self, pipeline: str, *, mode: str = "append") -> None:
-        """For replace, swap the staging table in and promote its position, atomically."""
+        """Build a merge table's primary key if its first loads left it for now (``_pg_keys``);
+        for replace, swap the staging table in and promote its position, atomically."""
         if mode != "replace":
+            with self._transaction(f"building the primary key of {self.table}") as cur:
+                _keys.build(cur, self.schema, self.table)
             return
         with self._transaction(f"publishing the replacement of {self.table}") as cur:
             staged = self._slot(cur, pipeline, STAGED)
