@@ -5,8 +5,14 @@ DOUBLE PRECISION, qty INTEGER, note TEXT with 30 % NULLs, ids unique) into an em
 its own, created before and dropped after each run, in its own fresh Python process:
 
 - ``mendflow-sink``: ``PostgresSink.write`` of ``Load``s of --batch-rows rows, merge on the
-  primary key id (each batch: binary COPY into a temporary table, ``INSERT ... ON CONFLICT DO
-  UPDATE``, the batch row and checkpoint, COMMIT), from an Arrow table already in memory;
+  primary key id, into a table the sink creates, then ``finish`` as a run ends, from an Arrow
+  table already in memory. No batch's ids are in the table yet, so each is COPYed straight in
+  (binary) with the batch row and checkpoint, and ``finish`` builds the primary key once
+  (``sinks/_pg_keys``);
+- ``mendflow-upsert``: the same Loads again into a table that already holds every id (loaded
+  before the clock starts): every row an update, through the temporary stage and ``INSERT ...
+  ON CONFLICT DO UPDATE`` (the first load takes the direct path: no key of a batch is in the
+  table yet, so its rows are COPYed straight in);
 - ``mendflow-pipeline``: the whole ``Pipeline`` (``FileSource`` over the JSON-lines file,
   parsing, typing under the declared columns, merge into ``PostgresSink``);
 - ``copy-binary``: one plain ``COPY ... FROM STDIN (FORMAT BINARY)`` into an empty table without
@@ -53,8 +59,9 @@ DEFAULT_WORKDIR = Path("/tmp/mendflow-bench-pg")
 RESULT_TAG = shared.RESULT_TAG
 MARK_START = "<!-- bench_pg:start -->"
 MARK_END = "<!-- bench_pg:end -->"
-TOOLS = ("mendflow-sink", "mendflow-pipeline", "copy-binary", "copy-csv", "dlt")
-MENDFLOW = ("mendflow-sink", "mendflow-pipeline")
+TOOLS = ("mendflow-sink", "mendflow-pipeline", "mendflow-upsert", "copy-binary", "copy-csv",
+         "dlt")
+MENDFLOW = ("mendflow-sink", "mendflow-pipeline", "mendflow-upsert")
 COPIES = ("copy-binary", "copy-csv")
 DDL = ("CREATE TABLE orders (id BIGINT, updated_at TIMESTAMPTZ, amount DOUBLE PRECISION, "
        "qty INTEGER, note TEXT)")
@@ -129,7 +136,7 @@ class Job:
     workdir: Path
 
 
-def load_sink(job: Job, table: Any) -> dict[str, Any]:
+def load_sink(job: Job, table: Any, *, prefix: str = "b") -> dict[str, Any]:
     """PostgresSink.write, merge on id, one Load per --batch-rows rows."""
     from mendflow.batch import Load
     from mendflow.sinks.postgres import PostgresSink
@@ -138,12 +145,19 @@ def load_sink(job: Job, table: Any) -> dict[str, Any]:
     try:
         for i, start in enumerate(range(0, table.num_rows, job.batch_rows)):
             batch = table.slice(start, job.batch_rows)
-            sink.write(Load(pipeline="orders", run_id="bench", batch_id=f"b{i}", data=batch,
+            sink.write(Load(pipeline="orders", run_id="bench", batch_id=f"{prefix}{i}", data=batch,
                             position={"row": start + batch.num_rows}, mode="merge",
                             primary_key=("id",), records=batch.num_rows))
+        sink.finish("orders", mode="merge")  # as a run ends: builds a first load's primary key
     finally:
         sink.close()
     return {}
+
+
+def load_upsert(job: Job, table: Any) -> dict[str, Any]:
+    """The same merge again over a table that already holds every id (loaded before the clock
+    starts, see ``child``): every row an update, through the stage and ON CONFLICT DO UPDATE."""
+    return load_sink(job, table, prefix="u")
 
 
 def load_pipeline(job: Job, _table: Any) -> dict[str, Any]:
@@ -221,6 +235,7 @@ def _dlt_url(conninfo: str) -> str:
 
 LOADERS: dict[str, Callable[[Job, Any], dict[str, Any]]] = {
     "mendflow-sink": load_sink,
+    "mendflow-upsert": load_upsert,
     "mendflow-pipeline": load_pipeline,
     "copy-binary": load_copy_binary,
     "copy-csv": load_copy_csv,
@@ -259,6 +274,8 @@ def child(args: argparse.Namespace) -> None:
     if job.tool == "dlt":
         import dlt  # noqa: F401
     table = None if job.tool == "mendflow-pipeline" else pq.read_table(parquet)
+    if job.tool == "mendflow-upsert":
+        load_sink(job, table)  # every id in the table before the clock starts
     started, cpu = time.perf_counter(), shared.cpu_seconds()
     facts = LOADERS[job.tool](job, table)
     seconds, cpu = time.perf_counter() - started, shared.cpu_seconds() - cpu

@@ -163,12 +163,16 @@ def _create(
 ) -> tuple[Reconciled, Table]:
     """The table from the batch's typed columns (all text when none has a type yet)."""
     typed = [c for c in batch if c.type != NULL] or [Column(c.name, "VARCHAR") for c in batch]
-    parts = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(pg_type(c.type)))
-             for c in typed]
     names = {c.name for c in typed}
+    keyed = load.mode == "merge" and bool(load.primary_key) and set(load.primary_key) <= names
+    # key columns are NOT NULL from the start: building the key later then scans nothing more
+    parts = [sql.SQL("{} {}{}").format(
+        sql.Identifier(c.name), sql.SQL(pg_type(c.type)),
+        sql.SQL(" NOT NULL" if keyed and c.name in load.primary_key else ""))
+        for c in typed]
     cur.execute(sql.SQL("CREATE TABLE {} ({})").format(
         sql.Identifier(schema, target), sql.SQL(", ").join(parts)))
-    if load.mode == "merge" and load.primary_key and set(load.primary_key) <= names:
+    if keyed:
         _keys.defer(cur, schema, target, load.primary_key)  # built once the first load is in
     made = columns_of(cur, schema, target)
     last = _last(cur, schema, public)
