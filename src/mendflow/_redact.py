@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["MASK", "redact", "redact_url"]
 
 MASK = "***"
 _KEYVALUE = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_AUTHORITY = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@?#\s]*:)(.*)@", re.IGNORECASE | re.DOTALL)
+_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password (in the userinfo, a ``password=`` parameter or a libpq
-    ``password=`` pair) replaced by ``***``."""
+    ``password=`` pair) replaced by ``***``; the rest of it exactly as it was."""
     if "://" not in url:
         return _KEYVALUE.sub(lambda m: m.group(1) + MASK, url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if colon else netloc
-    query = re.sub(r"(^|&)(password=)[^&]*", lambda m: m.group(1) + m.group(2) + MASK,
-                   parts.query, flags=re.IGNORECASE)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    found = _AUTHORITY.match(url)
+    if found:  # the password runs to the last "@": a raw one may hold "@", "#", "/" or "?"
+        url = found.group(1) + MASK + url[found.end(2):]
+    return _QUERY.sub(lambda m: m.group(1) + MASK, url)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

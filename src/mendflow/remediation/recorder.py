@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mendflow._redact import redact
 from mendflow.events import (
     BatchQuarantined,
     BatchRead,
@@ -102,11 +103,11 @@ class IncidentRecorder:
             self._act(incident, event, Action.PROBE, "tried", detail)
 
     def _read(self, event: BatchRead) -> None:
-        self._served.add(event.source)
+        self._served.add(redact(event.source))  # the ledger keeps dependencies masked
 
     def _tier(self, event: TierSwitched) -> None:
         if event.error_type:
-            self._switched.add(event.dependency)
+            self._switched.add(redact(event.dependency))
         detail = f"{event.previous} -> {event.tier}: {event.reason}"
         if not event.error_type:  # back to the primary
             incident = self.ledger.current(event.pipeline, dependency=event.dependency)
