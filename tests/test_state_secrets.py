@@ -36,18 +36,25 @@ def secret_url(pg_url: str) -> Iterator[str]:
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(name, sql.Literal(SECRET)))
         con.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(name))
-    params = conninfo_to_dict(pg_url)
-    yield (f"postgresql://{role}:{quote(SECRET, safe='')}@{params.get('host', '127.0.0.1')}:"
-           f"{params.get('port', 5432)}/{params['dbname']}")
+    yield f"postgresql://{role}:{quote(SECRET, safe='')}@{_where(pg_url)}"
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute(sql.SQL("DROP OWNED BY {}").format(name))
         con.execute(sql.SQL("DROP ROLE {}").format(name))
 
 
+def _where(pg_url: str) -> str:
+    """``host:port/dbname`` of ``pg_url`` for a URL; a socket folder (pgserver's) as ``?host=``."""
+    p = conninfo_to_dict(pg_url)
+    host, port = str(p.get("host") or "127.0.0.1"), p.get("port") or 5432
+    if host.startswith("/"):
+        return f":{port}/{p['dbname']}?host={quote(host)}"
+    return f"{host}:{port}/{p['dbname']}"
+
+
 def _forms(pg_url: str) -> dict[str, str]:
     p = conninfo_to_dict(pg_url)
-    where = f"{p.get('user', 'postgres')}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}"
-    return {scheme: f"{scheme}://{where}/{p['dbname']}"
+    user = p.get("user", "postgres")
+    return {scheme: f"{scheme}://{user}@{_where(pg_url)}"
             for scheme in ("postgresql", "postgres", "postgresql+psycopg")} | {"libpq": pg_url}
 
 
@@ -66,7 +73,8 @@ def test_libpq_variables_fill_in_a_bare_url(
 ) -> None:
     """postgresql:// with PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE set connects."""
     url = sa.engine.make_url(secret_url)
-    for name, value in {"PGHOST": url.host, "PGPORT": url.port, "PGUSER": url.username,
+    host = url.host or url.query.get("host")  # a socket folder (pgserver) rides in the query
+    for name, value in {"PGHOST": host, "PGPORT": url.port, "PGUSER": url.username,
                         "PGPASSWORD": url.password, "PGDATABASE": url.database}.items():
         monkeypatch.setenv(name, str(value))
     store = StateStore("postgresql://")
