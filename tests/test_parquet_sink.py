@@ -51,9 +51,11 @@ def _dead(*reasons: str) -> pa.Table:
 
 
 def _query(sql: str) -> list[tuple[Any, ...]]:
+    """Rows through Arrow: DuckDB's own fetch of a TIMESTAMPTZ needs pytz, not a dependency."""
     con = duckdb.connect()
     try:
-        return con.execute(sql).fetchall()
+        table = con.sql(sql).to_arrow_table()
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
     finally:
         con.close()
 
