@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +30,8 @@ from mendflow.exceptions import (
 from mendflow.sinks import _parquet_files as files
 from mendflow.sinks import _parquet_state
 from mendflow.sinks.parquet import ParquetSink
+from tests._chains import CHAINS, REPLACE_CHAINS, run_child, write_drops
 from tests.conftest import write_orders, write_pipeline
-
-CHILD = Path(__file__).with_name("crash_child.py")
 
 
 def _load(batch_id: str, rows: list[dict[str, Any]], **kw: Any) -> Load:
@@ -324,29 +321,10 @@ def test_another_process_holding_the_pipeline_is_destination_unavailable(tmp_pat
 
 # -- crash --------------------------------------------------------------------------------------
 
-#: SIGKILL points in chains (see tests/test_sqlite_sink.py): batch.staged falls between the
-#: files' rename and the checkpoint. Nine batches; every kill is reached.
-CHAINS = {
-    "append": [
-        [("batch.staged", 1), ("batch.loaded", 1), ("batch.read", 2), ("batch.transformed", 3)],
-        [("batch.staged", 3), ("batch.loaded", 3), ("batch.staged", 2), ("batch.read", 1)],
-        [("batch.loaded", 2), ("batch.transformed", 1), ("batch.staged", 4), ("batch.loaded", 4)],
-    ],
-    "replace": [
-        [("batch.staged", 2), ("batch.loaded", 3), ("batch.read", 2), ("batch.loaded", 4)],
-    ],
-}
-
-
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three files of 3,000 orders, nine malformed amounts in the first."""
-    folder = tmp_path_factory.mktemp("parquet-crash") / "drops"
-    folder.mkdir()
-    write_orders(folder / "a.jsonl", start=1, count=3000, seed=1, bad_every=301)
-    write_orders(folder / "b.jsonl", start=3001, count=3000, seed=2)
-    write_orders(folder / "c.jsonl", start=0, count=3000, seed=3, repeat_from=100)
-    return folder
+    """The crash tests' three files (``tests/_chains.py``)."""
+    return write_drops(tmp_path_factory.mktemp("crash") / "drops")
 
 
 def _pipeline(folder: Path, drops: Path, mode: str) -> Path:
@@ -356,16 +334,6 @@ def _pipeline(folder: Path, drops: Path, mode: str) -> Path:
         destination={"type": "parquet", "path": str(folder / "lake")},
         write_mode=mode, columns={"amount": "double", "updated_at": "timestamptz"},
     )
-
-
-def _child(pipeline: Path, *kill: object) -> int:
-    state = f"sqlite:///{pipeline.parent / 'state.db'}"
-    done = subprocess.run(
-        [sys.executable, str(CHILD), str(pipeline), state, *map(str, kill)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert done.returncode in (0, -signal.SIGKILL), done.stderr
-    return done.returncode
 
 
 def _hash(lake: Path, sub: str, columns: str) -> tuple[int, str]:
@@ -393,17 +361,17 @@ def test_kills_at_a_dozen_points_then_a_rerun_match_a_fault_free_run(
     exactly the fault-free files' rows and dead letters, and no temporary file."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    assert _child(_pipeline(reference, drops, mode)) == 0
+    assert run_child(_pipeline(reference, drops, mode)) == 0
     expected = _outcome(reference)
     assert expected[0][0] == 9000 - 9
     assert expected[1][0] == 9
-    for number, chain in enumerate(CHAINS[mode]):
+    for number, chain in enumerate(REPLACE_CHAINS if mode == "replace" else CHAINS):
         folder = tmp_path / f"chain{number}"
         folder.mkdir()
         pipeline = _pipeline(folder, drops, mode)
         for stage, nth in chain:
-            assert _child(pipeline, stage, nth) == -signal.SIGKILL, (stage, nth)
-        assert _child(pipeline) == 0
+            assert run_child(pipeline, stage, nth) == -signal.SIGKILL, (stage, nth)
+        assert run_child(pipeline) == 0
         assert _outcome(folder) == expected, chain
         assert not list((folder / "lake").rglob("*.tmp"))
         shutil.rmtree(folder)

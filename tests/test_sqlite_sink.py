@@ -9,8 +9,6 @@ import io
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,9 @@ from mendflow.exceptions import (
 )
 from mendflow.sinks._sqlite_errors import CLASSES, CODES, kind_of, translate
 from mendflow.sinks.sqlite import SQLiteSink
+from tests._chains import CHAINS, REPLACE_CHAINS, run_child, write_drops
 from tests.conftest import write_orders, write_pipeline
 
-CHILD = Path(__file__).with_name("crash_child.py")
 FIX = "SELECT * REPLACE (coalesce(TRY_CAST(amount AS DOUBLE), -1.0) AS amount) FROM batch"
 
 
@@ -444,29 +442,10 @@ def test_a_constraint_of_the_table_is_bad_data_and_a_missing_folder_a_destinatio
 
 # -- crash ------------------------------------------------------------------------------------
 
-#: SIGKILL points in chains: each run of a chain is killed at its point, then a run finishes.
-#: Nine batches; every kill is reached (a chain's counts start again in each run).
-CHAINS = {
-    "merge": [
-        [("batch.staged", 1), ("batch.loaded", 1), ("batch.read", 2), ("batch.transformed", 3)],
-        [("batch.staged", 3), ("batch.loaded", 3), ("batch.staged", 2), ("batch.read", 1)],
-        [("batch.loaded", 2), ("batch.transformed", 1), ("batch.staged", 4), ("batch.loaded", 4)],
-    ],
-    "replace": [
-        [("batch.staged", 2), ("batch.loaded", 3), ("batch.read", 2), ("batch.loaded", 4)],
-    ],
-}
-
-
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three files of 3,000 orders; the third repeats ids of the first (updates for merge)."""
-    folder = tmp_path_factory.mktemp("sqlite-crash") / "drops"
-    folder.mkdir()
-    write_orders(folder / "a.jsonl", start=1, count=3000, seed=1, bad_every=301)
-    write_orders(folder / "b.jsonl", start=3001, count=3000, seed=2)
-    write_orders(folder / "c.jsonl", start=0, count=3000, seed=3, repeat_from=100)
-    return folder
+    """The crash tests' three files (``tests/_chains.py``)."""
+    return write_drops(tmp_path_factory.mktemp("crash") / "drops")
 
 
 def _pipeline(folder: Path, drops: Path, mode: str) -> Path:
@@ -480,16 +459,6 @@ def _pipeline(folder: Path, drops: Path, mode: str) -> Path:
     if mode == "merge":
         spec["primary_key"] = ["id"]
     return write_pipeline(folder / "pipeline.yaml", **spec)
-
-
-def _child(pipeline: Path, *kill: object) -> int:
-    state = f"sqlite:///{pipeline.parent / 'state.db'}"
-    done = subprocess.run(
-        [sys.executable, str(CHILD), str(pipeline), state, *map(str, kill)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert done.returncode in (0, -signal.SIGKILL), done.stderr
-    return done.returncode
 
 
 def _digest(rows: list[tuple[Any, ...]]) -> tuple[int, str]:
@@ -514,17 +483,17 @@ def test_kills_at_a_dozen_points_then_a_rerun_match_a_fault_free_run(
     letters."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    assert _child(_pipeline(reference, drops, mode)) == 0
+    assert run_child(_pipeline(reference, drops, mode)) == 0
     expected = _outcome(reference)
     rows, dead = expected
     assert dead[0] == 9  # the malformed amounts of file a (every 301st of 3,000)
     fixed_by_c = sum(1 for i in range(100, 3001) if i % 301 == 0)  # bad in a, good in c
     assert rows[0] == (6000 - 9 + fixed_by_c if mode == "merge" else 9000 - 9)
-    for number, chain in enumerate(CHAINS[mode]):
+    for number, chain in enumerate(REPLACE_CHAINS if mode == "replace" else CHAINS):
         folder = tmp_path / f"chain{number}"
         folder.mkdir()
         pipeline = _pipeline(folder, drops, mode)
         for stage, nth in chain:
-            assert _child(pipeline, stage, nth) == -signal.SIGKILL, (stage, nth)
-        assert _child(pipeline) == 0
+            assert run_child(pipeline, stage, nth) == -signal.SIGKILL, (stage, nth)
+        assert run_child(pipeline) == 0
         assert _outcome(folder) == expected, chain
