@@ -78,7 +78,8 @@ def test_a_new_store_is_migrated_to_the_latest_version(url: str) -> None:
     """Every step runs once, in order, each recorded with its name; step 2's indexes exist."""
     store = StateStore(url)
     assert _steps(url) == [(m.version, m.name) for m in MIGRATIONS]
-    assert current_version(store.engine) == LATEST == 2
+    assert current_version(store.engine) == LATEST == 3
+    assert "ux_mf_jobs_running" in _indexes(store, "mf_jobs")
     assert _indexes(store, "mf_events") == {"ix_mf_events_pipeline_kind_id", "ix_mf_events_run_id"}
     assert "ix_mf_runs_pipeline_started_at" in _indexes(store, "mf_runs")
     assert "ix_mf_runs_pipeline" not in _indexes(store, "mf_runs")
@@ -88,15 +89,17 @@ def test_a_new_store_is_migrated_to_the_latest_version(url: str) -> None:
 
 
 def test_a_store_at_step_1_upgrades_and_keeps_its_rows(url: str) -> None:
-    """A store migrated by a mendflow that knew step 1 only gets step 2 and loses nothing."""
+    """A store migrated by a mendflow that knew step 1 only gets the later steps and loses
+    nothing."""
     engine = make_engine(state_url(url))
     assert migrate(engine, MIGRATIONS[:1]) == 1
     _insert_run(engine)
     assert "ix_mf_events_pipeline" in {
         i["name"] for i in sa.inspect(engine).get_indexes("mf_events")}
     engine.dispose()
+    assert not sa.inspect(engine).has_table("mf_jobs")
     store = StateStore(url)
-    assert current_version(store.engine) == 2
+    assert current_version(store.engine) == 3
     assert [r["run_id"] for r in store.runs()] == ["old"]
     assert "ix_mf_events_pipeline_kind_id" in _indexes(store, "mf_events")
     assert "ix_mf_events_pipeline" not in _indexes(store, "mf_events")
@@ -137,8 +140,8 @@ def test_a_failed_step_rolls_back_with_its_version(url: str) -> None:
 
     engine = make_engine(state_url(url))
     with pytest.raises(RuntimeError, match="step failed"):
-        migrate(engine, (*MIGRATIONS, Migration(3, "half done", half_done)))
-    assert current_version(engine) == 2
+        migrate(engine, (*MIGRATIONS, Migration(4, "half done", half_done)))
+    assert current_version(engine) == 3
     assert not sa.inspect(engine).has_table("mf_half_done")
     engine.dispose()
 

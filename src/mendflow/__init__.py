@@ -36,6 +36,7 @@ from mendflow.exceptions import (
     Interrupted,
     MendflowError,
     PermanentError,
+    PipelineBusy,
     RateLimited,
     ResourceExhausted,
     SchemaMismatch,
@@ -43,9 +44,11 @@ from mendflow.exceptions import (
     SourceUnavailable,
     TransformError,
     TransientError,
+    UnknownPipeline,
 )
 from mendflow.pipeline import Pipeline, RunResult
 from mendflow.resilience import BreakerPolicy, BreakerState, CircuitBreaker, Retry, retrying
+from mendflow.schedule import Schedule, Window
 from mendflow.sinks import DuckDBSink
 from mendflow.sources import (
     FallbackSource,
@@ -102,6 +105,7 @@ __all__ = [
     "Pagination",
     "PermanentError",
     "Pipeline",
+    "PipelineBusy",
     "Position",
     "Range",
     "RateLimited",
@@ -110,6 +114,7 @@ __all__ = [
     "ResourceExhausted",
     "Retry",
     "RunResult",
+    "Schedule",
     "SchemaMismatch",
     "SchemaPolicy",
     "Sink",
@@ -124,7 +129,9 @@ __all__ = [
     "TransformError",
     "TransientError",
     "UniqueKey",
+    "UnknownPipeline",
     "Volume",
+    "Window",
     "WriteMode",
     "provenance",
     "replay",

@@ -22,6 +22,8 @@ from mendflow._cli_base import Commands
 from mendflow._cli_contract import contract
 from mendflow._cli_dlq import dlq
 from mendflow._cli_schema import schema
+from mendflow._cli_serve import serve
+from mendflow._cli_worker import worker
 from mendflow.events import BatchLoaded, Event, RunFailed, RunFinished
 from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
 from mendflow.remediation.kpi import service_levels
@@ -38,7 +40,7 @@ def main() -> None:
     """Self-healing data pipelines with exactly-once loads."""
 
 
-for _commands in (contract, dlq, schema):
+for _commands in (contract, dlq, schema, serve, worker):
     main.add_command(_commands)
 
 

@@ -26,6 +26,9 @@
     # source and destination may set `breaker: {min_calls: 5, open_s: 10}` (or false for none)
     healing: {max_actions: 6, window_s: 3600, cooldown_s: 1, base_s: 1, cap_s: 60,
               webhook: https://hooks.example/...}
+    schedule: {every_s: 300}     # or {cron: "*/5 * * * *"}; for `mendflow serve` (see schedule.py)
+    freshness_s: 3600            # older data is stale
+    maintenance: [{cron: "0 2 * * *", duration_s: 3600}]   # healing actions suppressed
 
 Every key is checked: an unknown one is an error that names it and suggests the nearest known one.
 """
@@ -58,13 +61,15 @@ from mendflow.pipeline import Pipeline
 from mendflow.remediation.supervisor import DEFAULT_HEALING, Healing
 from mendflow.resilience.breaker import BreakerPolicy
 from mendflow.resilience.retry import Retry
+from mendflow.schedule import Schedule, Window, schedule_from_spec, windows_from_spec
 from mendflow.sources.files import ROW_GROUP, FileSource
 from mendflow.sources.http import HttpSource, Pagination
 from mendflow.transforms import SqlTransform
 from mendflow.typing import Check, Transform
 
 _TOP = {"name", "source", "destination", "write_mode", "primary_key", "columns", "transforms",
-        "state", "healing", "contract", "schema", "checks", "max_replays"}
+        "state", "healing", "contract", "schema", "checks", "max_replays", "schedule",
+        "freshness_s", "maintenance"}
 _HEALING = {"max_actions", "window_s", "cooldown_s", "base_s", "cap_s", "webhook"}
 _SOURCES = {
     "files": {"type", "path", "format", "batch_size", "min_age_s"},
@@ -87,6 +92,11 @@ class PipelineFile:
     path: Path
     healing: Healing = DEFAULT_HEALING
     webhook: str | None = None
+    #: When ``mendflow serve`` runs it (None: only when asked), how old its data may grow
+    #: before it is stale, and the windows in which healing actions are suppressed.
+    schedule: Schedule | None = None
+    freshness_s: float | None = None
+    maintenance: tuple[Window, ...] = ()
 
 
 def load(path: str | os.PathLike[str]) -> PipelineFile:
@@ -106,8 +116,12 @@ def load(path: str | os.PathLike[str]) -> PipelineFile:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{file} is not valid YAML{at}: {problem}. Fix the syntax.") from None
     healing, webhook = _healing(spec, str(file))
+    pipeline = build(spec, base=file.parent, origin=str(file))
     return PipelineFile(
-        build(spec, base=file.parent, origin=str(file)), _state(spec), file, healing, webhook
+        pipeline, _state(spec), file, healing, webhook,
+        schedule=schedule_from_spec(spec.get("schedule"), f"{file}: schedule"),
+        freshness_s=_freshness(spec.get("freshness_s"), f"{file}: freshness_s"),
+        maintenance=windows_from_spec(spec.get("maintenance"), f"{file}: maintenance"),
     )
 
 
@@ -264,6 +278,14 @@ def _breaker(spec: Mapping[str, Any], where: str) -> BreakerPolicy | None:
         return BreakerPolicy(**fields)
     except ConfigError as exc:
         raise ConfigError(f"{where}.breaker: {exc}") from None
+
+
+def _freshness(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where} must be a number of seconds > 0, not {describe(value)}.")
+    return float(value)
 
 
 def _state(spec: Any) -> str | None:

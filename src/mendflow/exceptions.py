@@ -8,11 +8,13 @@ the original, so the cause stays on the traceback and diagnosis never matches me
 
     MendflowError                      root; never raised itself
     ├── ConfigError                    the pipeline or command is wrong      (user error, exit 2)
+    │   └── UnknownPipeline            no pipeline of that name is served
     ├── TransientError                 retryable: network blip, 5xx, timeout, lock conflict
     │   ├── SourceUnavailable          a source cannot be reached right now
     │   ├── RateLimited                429, or 503 with Retry-After: wait as told, then retry
     │   ├── DestinationUnavailable     the destination is locked, down or unreachable right now
     │   ├── DependencyDown             its circuit breaker is open: calls fail fast until it probes
+    │   ├── PipelineBusy               another worker holds the pipeline's lease right now
     │   └── ResourceExhausted          out of memory or a statement too large: shrink and retry
     ├── PermanentError                 not retryable: retrying gives the same answer
     │   ├── SourceRejected             a source answered 4xx
@@ -53,6 +55,16 @@ class ConfigError(MendflowError):
     exit_code = 2
 
 
+class UnknownPipeline(ConfigError):
+    """No pipeline of that name is loaded; ``pipeline`` is the name asked for."""
+
+    def __init__(self, pipeline: str, known: list[str] | tuple[str, ...] = ()) -> None:
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"no pipeline named {pipeline!r} is served (known: {names}); "
+                         "check the name or the pipeline folder.")
+        self.pipeline = pipeline
+
+
 class TransientError(MendflowError):
     """A failure that may pass by itself; retrying with backoff is the right move.
 
@@ -88,6 +100,11 @@ class DestinationUnavailable(TransientError):
 
 class DependencyDown(TransientError):
     """The circuit breaker is open; ``retry_after_s`` is when it lets a probe through."""
+
+
+class PipelineBusy(TransientError):
+    """The pipeline is being run (or replayed) by a worker that holds its lease; try again when
+    that job ends."""
 
 
 class ResourceExhausted(TransientError):

@@ -39,6 +39,10 @@ class FailureClass(StrEnum):
     CONFIG = "config"
     INTERRUPTED = "interrupted"
     BUG = "bug"
+    #: Found by the service rather than raised by a run: the data is older than its
+    #: ``freshness_s`` (an alert says so), or the worker running it stopped heartbeating.
+    STALE = "stale"
+    WORKER_LOST = "worker_lost"
 
 
 #: Most specific first: the first class the exception is an instance of decides.

@@ -29,6 +29,13 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
     RESTART_FROM_CHECKPOINT = "restart_from_checkpoint"
     ESCALATE = "escalate"
+    #: The service's actions: a lost run relaunched from its checkpoint by another worker; a
+    #: run asked for by an alert; a pipeline paused or resumed; a breaker reset to closed.
+    RELAUNCH = "relaunch"
+    RERUN = "rerun"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RESET_BREAKER = "reset_breaker"
 
 
 #: Actions taken inside a run, by the call that failed or by the source (retries, breakers,

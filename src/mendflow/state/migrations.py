@@ -52,8 +52,26 @@ class Migration:
     apply: Callable[[sa.Connection], None]
 
 
+#: The tables step 3 adds; step 1 creates every other table of ``schema.py``.
+_SERVICE_TABLES = ("mf_jobs", "mf_schedules", "mf_alerts", "mf_maintenance")
+
+
 def _tables(con: sa.Connection) -> None:
-    metadata.create_all(con, checkfirst=True)
+    tables = [t for t in metadata.sorted_tables if t.name not in _SERVICE_TABLES]
+    metadata.create_all(con, tables=tables, checkfirst=True)
+
+
+def _service(con: sa.Connection) -> None:
+    tables = [metadata.tables[name] for name in _SERVICE_TABLES]
+    metadata.create_all(con, tables=tables, checkfirst=True)
+    # The lease: at most one running job per pipeline, whichever worker claims it.
+    con.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS ux_mf_jobs_running ON mf_jobs (pipeline) "
+        "WHERE status = 'running'"
+    )
+    con.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_mf_jobs_status_requested ON mf_jobs (status, requested_at)"
+    )
 
 
 def _indexes(con: sa.Connection) -> None:
@@ -73,6 +91,7 @@ def _indexes(con: sa.Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, batches, attempts, events, breakers and the healing ledger", _tables),
     Migration(2, "indexes for the latest runs and checkpoint of a pipeline", _indexes),
+    Migration(3, "the service: jobs with their leases, schedules, alerts, maintenance", _service),
 )
 
 
