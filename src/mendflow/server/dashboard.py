@@ -18,7 +18,7 @@ to their own origin. Jinja's autoescape is on for every template.
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -152,27 +152,36 @@ LABEL_W, PLOT_W, ROW_H, BAR_H, AXIS_H = 190.0, 560.0, 24.0, 16.0, 22.0
 
 
 def timeline(incidents: Sequence[Mapping[str, Any]], *, now: float) -> Chart | None:
-    """One bar per incident, from detection to recovery (or ``now``), on a shared time axis."""
-    spans = [(row, _epoch(row.get("detected_at")), _epoch(row.get("recovered_at")))
-             for row in incidents]
-    spans = [(row, start, end) for row, start, end in spans if start is not None]
+    """One bar per incident, from detection to recovery (or ``now``), on a shared time axis;
+    the oldest incident on top. None when no incident has a detection time."""
+    spans = []
+    for row in reversed(incidents):
+        began = _epoch(row.get("detected_at"))
+        if began is not None:
+            spans.append((row, began, _epoch(row.get("recovered_at"))))
     if not spans:
         return None
-    start = min(s for _, s, _ in spans)
-    end = max([now, *(e for _, _, e in spans if e is not None)])
+    start = min(began for _, began, _ in spans)
+    end = max([now, *(ended for _, _, ended in spans if ended is not None)])
     scale = PLOT_W / max(end - start, 1.0)
-    bars = []
-    for i, (row, began, ended) in enumerate(reversed(spans)):
-        stop = ended if ended is not None else now
-        status = str(row.get("status", ""))
-        label = f"{row.get('failure_class', '?')} · {row.get('pipeline', '?')}"
-        title = (f"{label}: {status}, {when(began)} to "
-                 f"{when(ended) if ended is not None else 'now'} ({duration(stop - began)})")
-        bars.append(Bar(LABEL_W + (began - start) * scale, AXIS_H + i * ROW_H + 4,
-                        max((stop - began) * scale, 3.0), BAR_H, label, title, status))
+    bars = tuple(
+        _span(row, began, ended, now=now, x=LABEL_W + (began - start) * scale,
+              y=AXIS_H + i * ROW_H + 4, scale=scale)
+        for i, (row, began, ended) in enumerate(spans)
+    )
     ticks = tuple((LABEL_W + f * PLOT_W, when(start + f * (end - start))) for f in (0.0, 0.5, 1.0))
     return Chart("Incidents over time", LABEL_W + PLOT_W + 10, AXIS_H + len(bars) * ROW_H + 8,
-                 tuple(bars), ticks, LABEL_W)
+                 bars, ticks, LABEL_W)
+
+
+def _span(row: Mapping[str, Any], began: float, ended: float | None, *, now: float, x: float,
+          y: float, scale: float) -> Bar:
+    stop = ended if ended is not None else now
+    status = str(row.get("status", ""))
+    label = f"{row.get('failure_class', '?')} · {row.get('pipeline', '?')}"
+    until = when(ended) if ended is not None else "now"
+    title = f"{label}: {status}, {when(began)} to {until} ({duration(stop - began)})"
+    return Bar(x, y, max((stop - began) * scale, 3.0), BAR_H, label, title, status)
 
 
 def slo_charts(levels: Sequence[Mapping[str, Any]]) -> list[Chart]:
@@ -185,7 +194,7 @@ def slo_charts(levels: Sequence[Mapping[str, Any]]) -> list[Chart]:
 
 
 def _bars(title: str, levels: Sequence[Mapping[str, Any]], key: str, top: float | None,
-          text: Any) -> Chart:
+          text: Callable[[Any], str]) -> Chart:
     values = [_number(level.get(key)) for level in levels]
     top = top or max((v for v in values if v is not None), default=0.0) or 1.0
     width, label_w = 300.0, 140.0
