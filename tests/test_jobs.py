@@ -65,12 +65,15 @@ def _running_per_pipeline(store: StateStore) -> Counter[str]:
 def test_enqueue_dedupes_queued_jobs(queue: JobQueue) -> None:
     """A pipeline has at most one queued job; another may be queued once that one is claimed."""
     first = queue.enqueue("orders", reason="manual")
-    assert first is not None and first.status == "queued" and first.kind == "run"
+    assert first is not None
+    assert first.status == "queued"
+    assert first.kind == "run"
     assert queue.enqueue("orders", reason="schedule") is None
     assert queue.enqueue("other", reason="schedule") is not None
     assert _claimed(queue, "w1").job_id == first.job_id
     again = queue.enqueue("orders", reason="schedule")
-    assert again is not None and again.reason == "schedule"
+    assert again is not None
+    assert again.reason == "schedule"
 
 
 def test_claim_takes_oldest_claimable_job(queue: JobQueue, clock: FakeClock) -> None:
@@ -79,11 +82,15 @@ def test_claim_takes_oldest_claimable_job(queue: JobQueue, clock: FakeClock) -> 
     a = queue.enqueue("a", reason="manual")
     clock.advance(1)
     b = queue.enqueue("b", reason="manual")
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert queue.claim("w1", pipelines=[]) is None
     got = queue.claim("w1", pipelines=["b"])
-    assert got is not None and got.job_id == b.job_id
-    assert got.status == "running" and got.worker == "w1" and got.heartbeat_at == clock.now()
+    assert got is not None
+    assert got.job_id == b.job_id
+    assert got.status == "running"
+    assert got.worker == "w1"
+    assert got.heartbeat_at == clock.now()
     assert _claimed(queue, "w2").job_id == a.job_id
     assert queue.claim("w3") is None
 
@@ -96,7 +103,8 @@ def test_a_pipeline_being_run_is_not_claimable(queue: JobQueue, clock: FakeClock
     waiting = queue.enqueue("orders", reason="manual")
     clock.advance(1)
     other = queue.enqueue("other", reason="manual")
-    assert waiting is not None and other is not None
+    assert waiting is not None
+    assert other is not None
     assert _claimed(queue, "w2").job_id == other.job_id
     assert queue.claim("w3") is None
     assert queue.finish(first.job_id, "w1", status="succeeded")
@@ -112,7 +120,9 @@ def test_heartbeat_is_the_owners_only(queue: JobQueue, clock: FakeClock) -> None
     assert not queue.heartbeat(job.job_id, "w2")
     assert not queue.heartbeat("nope", "w1")
     now = queue.get(job.job_id)
-    assert now is not None and now.heartbeat_at == clock.now() and now.run_id == "r1"
+    assert now is not None
+    assert now.heartbeat_at == clock.now()
+    assert now.run_id == "r1"
     assert queue.finish(job.job_id, "w1", status="succeeded")
     assert not queue.heartbeat(job.job_id, "w1")
 
@@ -129,9 +139,13 @@ def test_finish_is_a_compare_and_set(queue: JobQueue, clock: FakeClock) -> None:
                        error="cannot reach postgresql://app:hunter2@db/x")
     assert not queue.finish(job.job_id, "w1", status="succeeded")
     done = queue.get(job.job_id)
-    assert done is not None and done.status == "failed" and done.run_id == "r9"
+    assert done is not None
+    assert done.status == "failed"
+    assert done.run_id == "r9"
     assert done.finished_at == clock.now()
-    assert done.error is not None and "hunter2" not in done.error and "db/x" in done.error
+    assert done.error is not None
+    assert "hunter2" not in done.error
+    assert "db/x" in done.error
 
 
 def test_reap_relaunches_a_silent_job_once(store: StateStore, clock: FakeClock) -> None:
@@ -144,18 +158,22 @@ def test_reap_relaunches_a_silent_job_once(store: StateStore, clock: FakeClock) 
     assert queue.reap(timeout_s=30) == []  # exactly the timeout: not yet
     clock.advance(0.5)
     lost = queue.reap(timeout_s=30)
-    assert [j.job_id for j in lost] == [job.job_id] and lost[0].status == "lost"
+    assert [j.job_id for j in lost] == [job.job_id]
+    assert lost[0].status == "lost"
     assert other.reap(timeout_s=30) == []
     assert not queue.heartbeat(job.job_id, "host:1:1")
     assert not queue.finish(job.job_id, "host:1:1", status="succeeded")
     relaunch = queue.jobs(pipeline="orders", status="queued")
-    assert len(relaunch) == 1 and relaunch[0].reason == "relaunch" and relaunch[0].attempt == 2
+    assert len(relaunch) == 1
+    assert relaunch[0].reason == "relaunch"
+    assert relaunch[0].attempt == 2
     incidents = Ledger(store).incidents(pipeline="orders")
     assert len(incidents) == 1
     incident = incidents[0]
     assert relaunch[0].incident_id == incident["incident_id"]
     assert incident["failure_class"] == "worker_lost"
-    assert incident["dependency"] == "worker:host:1:1" and incident["run_id"] == "run1"
+    assert incident["dependency"] == "worker:host:1:1"
+    assert incident["run_id"] == "run1"
     assert "stopped heartbeating at" in incident["evidence"]["message"]
     assert [(a["action"], a["outcome"]) for a in incident["actions"]] == [("relaunch", "tried")]
     assert relaunch[0].job_id in incident["actions"][0]["detail"]
@@ -174,7 +192,8 @@ def test_reap_hands_the_incident_to_a_queued_job(queue: JobQueue, store: StateSt
     queued = queue.jobs(pipeline="orders", status="queued")
     assert [j.job_id for j in queued] == [waiting.job_id]
     incident = Ledger(store).incidents(pipeline="orders")[0]
-    assert queued[0].incident_id == incident["incident_id"] and queued[0].attempt == 2
+    assert queued[0].incident_id == incident["incident_id"]
+    assert queued[0].attempt == 2
     assert waiting.job_id in incident["actions"][0]["detail"]
 
 
@@ -282,17 +301,23 @@ def test_hold_takes_the_lease(queue: JobQueue, clock: FakeClock) -> None:
     """Holding a pipeline's lease blocks claims and other holds, and ends with the block."""
     queue.enqueue("orders", reason="manual")
     with queue.hold("orders", "api", kind="replay") as held:
-        assert held.status == "running" and held.kind == "replay"
+        assert held.status == "running"
+        assert held.kind == "replay"
         assert queue.claim("w1") is None
-        with pytest.raises(PipelineBusy, match="orders.*replay by api.*try again"):
-            with queue.hold("orders", "api2"):
-                pass  # pragma: no cover
-    done = queue.get(held.job_id)
-    assert done is not None and done.status == "succeeded"
-    run = _claimed(queue, "w1")
-    with pytest.raises(PipelineBusy, match=f"job {run.job_id}, run by w1"):
-        with queue.hold("orders", "api"):
+        with (
+            pytest.raises(PipelineBusy, match=r"orders.*replay by api.*try again"),
+            queue.hold("orders", "api2"),
+        ):
             pass  # pragma: no cover
+    done = queue.get(held.job_id)
+    assert done is not None
+    assert done.status == "succeeded"
+    run = _claimed(queue, "w1")
+    with (
+        pytest.raises(PipelineBusy, match=f"job {run.job_id}, run by w1"),
+        queue.hold("orders", "api"),
+    ):
+        pass  # pragma: no cover
 
 
 def test_hold_records_a_failed_block(queue: JobQueue) -> None:
@@ -300,7 +325,8 @@ def test_hold_records_a_failed_block(queue: JobQueue) -> None:
     with pytest.raises(RuntimeError), queue.hold("orders", "api") as held:
         raise RuntimeError("replay broke")
     done = queue.get(held.job_id)
-    assert done is not None and done.status == "failed"
+    assert done is not None
+    assert done.status == "failed"
     assert done.error == "RuntimeError: replay broke"
     assert queue.running("orders") is None
 
@@ -318,7 +344,8 @@ def test_lost_hold_is_not_relaunched(queue: JobQueue, store: StateStore,
 def test_cancel_only_queued_jobs(queue: JobQueue) -> None:
     """A queued job can be cancelled; a running one cannot."""
     job = queue.enqueue("orders", reason="manual")
-    assert job is not None and queue.cancel(job.job_id)
+    assert job is not None
+    assert queue.cancel(job.job_id)
     assert not queue.cancel(job.job_id)
     queue.enqueue("orders", reason="manual")
     running = _claimed(queue, "w1")
