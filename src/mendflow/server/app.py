@@ -12,7 +12,6 @@ schema is at ``/openapi.json`` (and the docs at ``/docs``).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
@@ -26,8 +25,10 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mendflow import metrics
 from mendflow._redact import redact
 from mendflow.exceptions import ConfigError, MendflowError, PipelineBusy, UnknownPipeline
+from mendflow.server import dashboard
 from mendflow.server.alerts import AlertHandler, AlertmanagerPayload
 from mendflow.server.auth import Unauthorized, check
 from mendflow.server.control import Control, job_dict
@@ -292,7 +293,9 @@ def create_app(
     _handlers(app)
     auth = [Security(_BEARER)]
     alerts = AlertHandler(control)
-    registry = metrics_registry if metrics_registry is not None else _registry(control)
+    registry = metrics_registry
+    if registry is None:
+        registry = metrics.registry(control.store, control.catalog, clock=control.clock)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -311,7 +314,7 @@ def create_app(
         return JSONResponse({"error": "the state store does not answer"}, status_code=503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics() -> Response:
+    def prometheus() -> Response:
         """Prometheus metrics, computed from the state store at scrape time."""
         return _metrics(registry)
 
@@ -431,7 +434,7 @@ def create_app(
         """Alertmanager's webhook (payload version 4): each alert becomes a healing action."""
         return {"results": [r.as_dict() for r in alerts.handle(payload)]}
 
-    _dashboard(app)
+    app.include_router(dashboard.router)
     return app
 
 
@@ -511,37 +514,11 @@ def _handlers(app: FastAPI) -> None:
         return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
-# -- metrics and dashboard ------------------------------------------------------------------------
-
-
-def _registry(control: Control) -> Any:
-    """Helper B's collector registry over the store and catalog (None before it exists)."""
-    try:
-        module = importlib.import_module("mendflow.metrics")
-    except ImportError:
-        return None
-    factory = getattr(module, "registry", None)
-    return factory(control.store, control.catalog) if callable(factory) else None
+# -- metrics ------------------------------------------------------------------------
 
 
 def _metrics(registry: Any) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    if registry is None:
-        return PlainTextResponse("# mendflow metrics are not available in this build\n",
-                                 media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _dashboard(app: FastAPI) -> None:
-    """Mount helper D's dashboard router under /ui/ when it exists."""
-    try:
-        module = importlib.import_module("mendflow.server.dashboard")
-    except ImportError:
-        return
-    router = getattr(module, "router", None)
-    if router is not None:
-        app.include_router(router)
+    return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
 
 
 def _version() -> str:
