@@ -70,7 +70,9 @@ def test_enqueue_dedupes_queued_jobs(queue: JobQueue) -> None:
     assert first.kind == "run"
     assert queue.enqueue("orders", reason="schedule") is None
     assert queue.enqueue("other", reason="schedule") is not None
-    assert _claimed(queue, "w1").job_id == first.job_id
+    claimed = queue.claim("w1", pipelines=["orders"])
+    assert claimed is not None
+    assert claimed.job_id == first.job_id
     again = queue.enqueue("orders", reason="schedule")
     assert again is not None
     assert again.reason == "schedule"
