@@ -141,7 +141,8 @@ def _chromium() -> str:
 def test_dashboard_pages_show_the_service_and_replay_needs_the_token(service: Service) -> None:
     """In Chromium, every page shows the pipelines, the healed 503 incident with its retry and
     the dead letter; replay without a token is refused (the letter stays), with the token it
-    loads the row into the table and empties the store; each page is screenshotted."""
+    loads the row into the table and empties the store, and "run now" queues a job; each page
+    is screenshotted."""
     chromium = _chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -159,16 +160,17 @@ def test_dashboard_pages_show_the_service_and_replay_needs_the_token(service: Se
             page.set_default_timeout(10_000)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             failed: list[str] = []
             page.on("requestfailed", lambda r: failed.append(r.url))
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+                    if r.status >= 400 else None)
 
             page.goto(base + PAGES["pipelines"])
             table = page.locator("main table")
             expect(table).to_contain_text("orders-api")
             expect(page.locator("tr[data-pipeline='orders'] th")).to_have_text("orders")
             expect(page.locator("tr[data-pipeline='orders'] button")).to_have_text("Run now")
-            expect(page.locator("tr[data-pipeline='orders']")).to_contain_text("every 1.0 h")
+            expect(page.locator("tr[data-pipeline='orders']")).to_contain_text("every 3600s")
             _shoot(page, "pipelines")
 
             page.goto(base + PAGES["runs"])
@@ -199,6 +201,7 @@ def test_dashboard_pages_show_the_service_and_replay_needs_the_token(service: Se
 
             row.get_by_role("button", name="Replay").click()
             expect(page.locator("#status")).to_contain_text("refused: 401")
+            _shoot(page, "dead-letters-refused")
             assert [d.id for d in service.dead_letters()] == [letter.id]
             assert service.table_ids() == [1, 3]
 
@@ -211,13 +214,20 @@ def test_dashboard_pages_show_the_service_and_replay_needs_the_token(service: Se
             expect(page.locator("main")).to_contain_text("No dead letters")
             expect(page.locator("#status")).to_contain_text("replayed: 1 loaded")
             _shoot(page, "dead-letters-replayed")
+
+            page.goto(base + PAGES["pipelines"])
+            page.locator("tr[data-pipeline='orders']").get_by_role("button",
+                                                                    name="Run now").click()
+            expect(page.locator("#status")).to_contain_text("queued: a run of orders")
             assert TOKEN not in page.content()
             assert errors == [], errors
-            assert failed == [], failed
+            assert failed == [f"401 {base}/api/pipelines/orders/dead-letters/replay"], failed
         finally:
             browser.close()
     assert service.dead_letters() == []
     assert service.table_ids() == [1, 2, 3]
+    runs = [(j.pipeline, j.status) for j in service.control.job_list() if j.kind != "replay"]
+    assert runs == [("orders", "queued")]
 
 
 def _shoot(page: Any, name: str) -> None:

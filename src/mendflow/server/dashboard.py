@@ -34,7 +34,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 #: Files served from ``static/`` and their media types (nothing else is served).
 STATIC = {"dashboard.css": "text/css; charset=utf-8",
-          "dashboard.js": "text/javascript; charset=utf-8"}
+          "dashboard.js": "text/javascript; charset=utf-8", "favicon.svg": "image/svg+xml"}
 #: Held by every page: only this origin's script, style and API; no framing.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -113,7 +113,7 @@ def slo_page(request: Request) -> Response:
 
 @router.get("/static/{name}")
 def static_file(name: str) -> Response:
-    """The dashboard's stylesheet and script."""
+    """The dashboard's stylesheet, script and icon."""
     if name not in STATIC:
         return _not_found(f"no static file named {name!r}")
     return Response(_static(name), media_type=STATIC[name],
