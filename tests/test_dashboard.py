@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from mendflow import config
 from mendflow.deadletter import DeadLetter, Filter, store_for
 from mendflow.demo._api import OrdersApi
+from mendflow.exceptions import DestinationUnavailable
 from mendflow.remediation.supervisor import run_healing
 from mendflow.server import dashboard
 from mendflow.server.catalog import Catalog
@@ -273,6 +274,9 @@ class _Control:
 
     def dead_letters(self, pipeline: str, *, limit: int = 100,
                      offset: int = 0) -> list[dict[str, Any]]:
+        if pipeline == "plain" and offset:
+            raise DestinationUnavailable(
+                "postgresql://u:hunter2@db/w is locked by another process; try again.")
         return [{"id": 7, "batch_id": self.evil, "stage": self.evil, "reason": self.evil,
                  "checks": [{"check": self.evil, "column": self.evil, "message": self.evil}],
                  "record": self.evil, "attempts": 1}]
@@ -317,6 +321,18 @@ def test_unknown_pipeline_and_static_names_are_404_pages(client: TestClient) -> 
     css = client.get("/ui/static/dashboard.css")
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
     assert "Bearer" in client.get("/ui/static/dashboard.js").text
+
+
+def test_a_dead_letter_store_that_cannot_be_read_is_a_page_not_a_crash(
+    client: TestClient,
+) -> None:
+    """A destination that is locked or down shows the error on the dead-letter page (503, any
+    password masked) instead of failing the request."""
+    response = client.get("/ui/dead-letters?pipeline=plain&offset=5")
+    assert response.status_code == 503
+    assert "could not be read" in response.text
+    assert "is locked by another process" in response.text
+    assert "hunter2" not in response.text
 
 
 def test_timeline_spans_incidents_from_detection_to_recovery_or_now() -> None:

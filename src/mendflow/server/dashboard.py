@@ -28,7 +28,8 @@ import jinja2
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mendflow.exceptions import UnknownPipeline
+from mendflow._redact import redact
+from mendflow.exceptions import MendflowError, UnknownPipeline
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -96,12 +97,18 @@ def dead_letters_page(
     names = _names(control)
     chosen = pipeline or (names[0] if names else None)
     letters: list[dict[str, Any]] = []
+    error, status = "", 200
     if chosen is not None:
         if missing := _unknown(control, chosen):
             return missing
-        letters = control.dead_letters(chosen, limit=limit, offset=offset)
-    return _render(request, "dead-letters", "dead_letters.html", pipeline=chosen, names=names,
-                   letters=letters, limit=limit, offset=offset)
+        try:
+            letters = control.dead_letters(chosen, limit=limit, offset=offset)
+        except MendflowError as exc:  # the destination is locked, down or misdeclared
+            error, status = redact(str(exc)), 503 if exc.retryable else 500
+    page = _render(request, "dead-letters", "dead_letters.html", pipeline=chosen, names=names,
+                   letters=letters, limit=limit, offset=offset, error=error)
+    page.status_code = status
+    return page
 
 
 @router.get("/slo", response_class=HTMLResponse)
