@@ -26,6 +26,7 @@ from mendflow.server.catalog import Catalog, Entry
 from mendflow.state.schema import breakers, schedules
 from mendflow.state.store import StateStore
 from mendflow.testing import FakeClock
+from tests._service import free_port
 
 T0 = 1_700_000_000.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -75,8 +76,7 @@ def store(tmp_path: Path) -> StateStore:
     return StateStore(f"sqlite:///{tmp_path / 'state.db'}")
 
 
-@pytest.fixture
-def populated(store: StateStore, tmp_path: Path) -> tuple[StateStore, Catalog, FakeClock]:
+def populate(store: StateStore, tmp_path: Path) -> Populated:
     """Two pipelines' runs, an incident healed in 90 s, breakers, a paused schedule."""
     run(store, "r1", "orders", T0, loaded=100, dead=7, retries=2, quarantined=5)
     run(store, "r2", "orders", T0 + 100, ok=False, loaded=3)
@@ -103,6 +103,12 @@ def populated(store: StateStore, tmp_path: Path) -> tuple[StateStore, Catalog, F
         Entry("idle", tmp_path / "i.yaml", None, 60.0, (), None),
     ])
     return store, catalog, FakeClock(start=T0 + 302)
+
+
+@pytest.fixture
+def populated(store: StateStore, tmp_path: Path) -> Populated:
+    """A SQLite store populated by ``populate``."""
+    return populate(store, tmp_path)
 
 
 def test_runs_rows_retries_and_dead_letters(populated: Populated) -> None:
@@ -225,3 +231,39 @@ def test_every_exposed_name_is_declared(populated: Populated) -> None:
         assert family.type == kind
         for s in family.samples:
             assert set(s.labels) - {"le"} == set(labels), (exposed, s.labels)
+
+
+def test_scrape_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """The collector's aggregates give the same samples on a PostgreSQL state store."""
+    store, catalog, clock = populate(StateStore(pg_url), tmp_path)
+    try:
+        s = scrape(metrics.registry(store, catalog, clock=clock))
+    finally:
+        store.close()
+    assert sample(s, "mendflow_runs_total", pipeline="orders", outcome="succeeded") == 2
+    assert sample(s, "mendflow_rows_total", pipeline="orders", outcome="quarantined") == 5
+    assert sample(s, "mendflow_pipeline_freshness_seconds", pipeline="orders") == 100
+    assert sample(s, "mendflow_pipeline_paused", pipeline="drops") == 1
+    assert sample(s, "mendflow_breaker_open_seconds", dependency="postgresql://app:***@db/x") == 52
+    assert sample(s, "mendflow_time_to_recover_seconds_bucket", le="120.0") == 1
+    assert sample(s, "mendflow_time_to_recover_seconds_sum") == 90
+    assert sample(s, "mendflow_state_up") == 1
+
+
+def test_worker_http_server_exposes_batch_durations() -> None:
+    """start_http_server serves a registry's metrics over HTTP on 127.0.0.1."""
+    import httpx
+
+    timer = metrics.BatchTimer()
+    ids: dict[str, Any] = {"run_id": "r", "pipeline": "orders"}
+    timer(BatchRead(**ids, at=T0, batch_id="a", rows=1, source="s"))
+    timer(BatchSkipped(**ids, at=T0 + 2, batch_id="a", rows=1))
+    server, thread = metrics.start_http_server(free_port(), metrics.registry(None, timer=timer))
+    try:
+        host, port = server.server_address[:2]
+        body = httpx.get(f"http://{host}:{port}/metrics", timeout=5).text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert 'mendflow_batch_duration_seconds_count{pipeline="orders"} 1.0' in body
