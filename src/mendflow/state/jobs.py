@@ -95,6 +95,27 @@ class JobQueue:
             con.execute(jobs.insert().values(**job.as_dict()))
         return job
 
+    def enqueue_or_attach(
+        self, pipeline: str, *, reason: str, incident_id: str, attempt: int = 1
+    ) -> Job:
+        """Queue a run for ``incident_id``; when one is queued already, hand the incident to
+        it instead (if it carries none yet). Return the queued job that will run."""
+        with self._writing(pipeline) as con:
+            row = con.execute(sa.select(jobs).where(
+                jobs.c.pipeline == pipeline, jobs.c.status == QUEUED, jobs.c.kind == "run"
+            ).limit(1)).first()
+            if row is None:
+                job = Job(_new_id(), pipeline, "run", reason, QUEUED, self.clock.now(),
+                          incident_id=incident_id, attempt=attempt)
+                con.execute(jobs.insert().values(**job.as_dict()))
+                return job
+            job = _job(row._mapping)
+            if job.incident_id is None:
+                con.execute(jobs.update().where(jobs.c.job_id == job.job_id)
+                            .values(incident_id=incident_id, attempt=attempt))
+                job = _replace(job, incident_id=incident_id, attempt=attempt)
+        return job
+
     def claim(self, worker: str, *, pipelines: Collection[str] | None = None) -> Job | None:
         """Take the oldest queued job (of ``pipelines``, if given) whose pipeline no worker is
         running, mark it running by ``worker``; None when there is none."""
@@ -294,28 +315,12 @@ class JobQueue:
         ledger = Ledger(self.store)
         incident = ledger.open(pipeline=job.pipeline, run_id=job.run_id or "",
                                diagnosis=diagnosis, at=now)
-        relaunch = self.enqueue(job.pipeline, reason="relaunch",
-                                incident_id=incident.incident_id, attempt=job.attempt + 1)
-        if relaunch is not None:
-            detail = f"job {relaunch.job_id} queued to resume from the checkpoint"
-        else:
-            detail = self._attach(job.pipeline, incident.incident_id, job.attempt + 1)
+        queued = self.enqueue_or_attach(job.pipeline, reason="relaunch",
+                                        incident_id=incident.incident_id,
+                                        attempt=job.attempt + 1)
         ledger.act(incident.incident_id, action=str(Action.RELAUNCH), outcome="tried",
-                   detail=f"lost job {job.job_id}: {detail}", at=now)
-
-    def _attach(self, pipeline: str, incident_id: str, attempt: int) -> str:
-        """Hand the incident to the pipeline's queued job (if it carries none yet)."""
-        with self._writing(pipeline) as con:
-            queued = con.execute(_queued_of(pipeline)).first()
-            if queued is None:  # claimed meanwhile: queue one of our own after all
-                job = Job(_new_id(), pipeline, "run", "relaunch", QUEUED, self.clock.now(),
-                          incident_id=incident_id, attempt=attempt)
-                con.execute(jobs.insert().values(**job.as_dict()))
-                return f"job {job.job_id} queued to resume from the checkpoint"
-            if queued.incident_id is None:
-                con.execute(jobs.update().where(jobs.c.job_id == queued.job_id)
-                            .values(incident_id=incident_id, attempt=attempt))
-        return f"the queued job {queued.job_id} resumes from the checkpoint"
+                   detail=f"lost job {job.job_id}: job {queued.job_id} resumes from the "
+                   "checkpoint", at=now)
 
     def _holder(self, pipeline: str) -> str:
         job = self.running(pipeline)
