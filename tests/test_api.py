@@ -209,8 +209,8 @@ def test_the_app_serves_on_a_real_socket(env: Served) -> None:
 
 
 def test_mendflow_serve_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`mendflow serve` answers on its port with the token from --token-file, and SIGTERM
-    stops it cleanly (exit 0)."""
+    """`mendflow serve` answers on its port with the token from --token-file, its worker runs
+    a job asked through the API, and SIGTERM stops it cleanly (exit 0)."""
     setup = served(tmp_path, run=False)
     setup.store.close()
     token_file = tmp_path / "token"
@@ -220,7 +220,7 @@ def test_mendflow_serve_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-m", "mendflow", "serve", str(setup.folder), "--port", str(port),
          "--state", f"sqlite:///{tmp_path / 'state.db'}", "--token-file", str(token_file),
-         "--workers", "0"],
+         "--workers", "1", "--lease-timeout-s", "10"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -229,6 +229,18 @@ def test_mendflow_serve_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
                    30, what="mendflow serve to answer /healthz")
         paused = httpx.post(f"{base}/api/pipelines/idle/pause", headers=AUTH, timeout=10)
         assert paused.json()["paused"] is True
+        queued = httpx.post(f"{base}/api/pipelines/orders/run", headers=AUTH, timeout=10)
+        assert queued.status_code == 202
+        job_id = queued.json()["job"]["job_id"]
+
+        def done() -> bool:
+            jobs = httpx.get(f"{base}/api/jobs", params={"pipeline": "orders"}, timeout=5)
+            return any(j["job_id"] == job_id and j["status"] == "succeeded"
+                       for j in jobs.json())
+
+        wait_until(done, 60, what="the worker to run the job")
+        [run] = httpx.get(f"{base}/api/runs", params={"pipeline": "orders"}, timeout=5).json()
+        assert (run["status"], run["rows_read"]) == ("succeeded", ORDERS)
         child.send_signal(signal.SIGTERM)
         _, err = child.communicate(timeout=30)
         assert child.returncode == 0, err

@@ -17,11 +17,15 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mendflow.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from mendflow.server.control import Control
+    from mendflow.typing import Hook
 
 _STATE_HELP = "State store URL (default: the pipelines' `state:`, $MENDFLOW_STATE_URL, or " \
               "sqlite:///.mendflow/state.db)."
@@ -95,11 +99,27 @@ def serve(
 
 
 def _background(
-    control: Any, *, workers: int, lease_timeout_s: float, stop: threading.Event
+    control: Control, *, workers: int, lease_timeout_s: float, stop: threading.Event
 ) -> list[threading.Thread]:
-    """Start the scheduler and worker threads (they end when ``stop`` is set)."""
-    del control, workers, lease_timeout_s, stop
-    return []
+    """Start the scheduler and worker threads (they end when ``stop`` is set; a worker ends
+    once the job it holds is done)."""
+    from mendflow import logs, metrics
+    from mendflow.server.scheduler import Scheduler
+    from mendflow.server.worker import Worker, default_name
+
+    scheduler = Scheduler(control, control.catalog, control.clock,
+                          lease_timeout_s=lease_timeout_s)
+    threads = [threading.Thread(target=scheduler.run_forever, args=(stop,),
+                                name="mendflow-scheduler", daemon=True)]
+    hooks: list[Hook] = [logs.LogHook(), metrics.BATCH_TIMER]
+    for n in range(workers):
+        worker = Worker(control.store, control.catalog, name=default_name(),
+                        lease_timeout_s=lease_timeout_s, clock=control.clock, hooks=hooks)
+        threads.append(threading.Thread(target=worker.run_forever, args=(stop,),
+                                        name=f"mendflow-worker-{n + 1}", daemon=True))
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _exit(server: Any, stop: threading.Event) -> None:
