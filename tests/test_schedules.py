@@ -1,9 +1,11 @@
 """Schedule state in the store: due times as a compare-and-set, pause and resume, maintenance
-windows; on SQLite and on PostgreSQL."""
+windows; and the scheduler that queues due runs and reaps silent jobs; on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import pytest
 from mendflow.events import RunStarted
 from mendflow.exceptions import ConfigError
 from mendflow.schedule import Schedule, Window
+from mendflow.server.catalog import Catalog, Entry
+from mendflow.server.scheduler import Scheduler
+from mendflow.state.jobs import JobQueue
 from mendflow.state.schedules import Schedules, ScheduleState
 from mendflow.state.store import StateStore
 from mendflow.testing import FakeClock
@@ -181,3 +186,119 @@ def test_window_must_end_after_it_starts(schedules: Schedules) -> None:
     """A window ending before (or when) it starts is a ConfigError saying so."""
     with pytest.raises(ConfigError, match=r"ends .* before it starts"):
         schedules.add_window("p", starts_at=10.0, ends_at=10.0, reason="")
+
+
+# -- the scheduler -------------------------------------------------------------------------------
+
+
+def _catalog(*entries: tuple[str, Schedule | None, tuple[Window, ...]]) -> Catalog:
+    return Catalog(Entry(name, Path(f"{name}.yaml"), schedule, None, windows, None)
+                   for name, schedule, windows in entries)
+
+
+def test_tick_queues_due_pipelines_once(store: StateStore, clock: FakeClock) -> None:
+    """A tick queues each scheduled pipeline that is due, once per due time; unscheduled ones
+    never."""
+    scheduler = Scheduler(store, _catalog(("a", EVERY, ()), ("manual", None, ())), clock)
+    first = scheduler.tick()
+    assert [(j.pipeline, j.reason) for j in first.enqueued] == [("a", "schedule")]
+    assert scheduler.tick().enqueued == ()
+    JobQueue(store).cancel(first.enqueued[0].job_id)
+    clock.advance(300)
+    assert [j.pipeline for j in scheduler.tick().enqueued] == ["a"]
+
+
+def test_schedulers_sharing_a_store_queue_one_job(state_url: str, clock: FakeClock) -> None:
+    """Two schedulers on their own connections ticking at the same time queue one job."""
+    stores = [StateStore(state_url), StateStore(state_url)]
+    try:
+        catalog = _catalog(("a", EVERY, ()))
+        ticks = [Scheduler(s, catalog, clock).tick() for s in stores]
+        assert sum(len(t.enqueued) for t in ticks) == 1
+        assert len(JobQueue(stores[0]).jobs(pipeline="a")) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_paused_pipelines_are_not_queued(store: StateStore, clock: FakeClock) -> None:
+    """A paused pipeline is skipped; once resumed, its due run is queued."""
+    scheduler = Scheduler(store, _catalog(("a", EVERY, ())), clock)
+    scheduler.schedules.pause("a", reason="table migration")
+    assert scheduler.tick().enqueued == ()
+    scheduler.schedules.resume("a")
+    assert len(scheduler.tick().enqueued) == 1
+
+
+def test_maintenance_defers_scheduled_runs(store: StateStore, clock: FakeClock) -> None:
+    """Inside a YAML or a stored maintenance window nothing is queued; the due run is queued
+    when the window ends."""
+    now = clock.now()
+    static = (Window(start=now - 10, end=now + 100),)
+    scheduler = Scheduler(store, _catalog(("a", EVERY, static), ("b", EVERY, ())), clock)
+    scheduler.schedules.add_window("b", starts_at=now, ends_at=now + 50, reason="upgrade")
+    assert scheduler.tick().enqueued == ()
+    clock.advance(50)
+    assert [j.pipeline for j in scheduler.tick().enqueued] == ["b"]
+    clock.advance(50)
+    assert [j.pipeline for j in scheduler.tick().enqueued] == ["a"]
+
+
+def test_tick_reaps_silent_jobs(store: StateStore, clock: FakeClock) -> None:
+    """A tick marks jobs silent past the lease timeout lost and queues their relaunch."""
+    queue = JobQueue(store, clock=clock)
+    queue.enqueue("a", reason="manual")
+    job = queue.claim("w1")
+    assert job is not None
+    scheduler = Scheduler(store, _catalog(), clock, lease_timeout_s=10)
+    assert scheduler.tick().reaped == ()
+    clock.advance(11)
+    assert [j.job_id for j in scheduler.tick().reaped] == [job.job_id]
+    assert [j.reason for j in queue.jobs(status="queued")] == ["relaunch"]
+
+
+def test_one_failing_pipeline_does_not_stop_the_tick(
+    store: StateStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pipeline whose scheduling raises is logged and the others are still queued."""
+    scheduler = Scheduler(store, _catalog(("a", EVERY, ()), ("b", EVERY, ())), clock)
+    real_due = scheduler.schedules.due
+
+    def due(pipeline: str, schedule: Schedule, *, now: float) -> bool:
+        if pipeline == "a":
+            raise RuntimeError("store hiccup")
+        return real_due(pipeline, schedule, now=now)
+
+    monkeypatch.setattr(scheduler.schedules, "due", due)
+    assert [j.pipeline for j in scheduler.tick().enqueued] == ["b"]
+    assert "could not schedule pipeline a" in caplog.text
+
+
+def test_run_forever_ticks_until_stopped(store: StateStore) -> None:
+    """The scheduler loop queues due runs and returns once its stop event is set."""
+    scheduler = Scheduler(store, _catalog(("a", EVERY, ())))
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run_forever, args=(stop, 0.01))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not JobQueue(store).jobs(pipeline="a") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(JobQueue(store).jobs(pipeline="a")) == 1
+
+
+def test_scheduler_takes_a_store_or_a_holder_of_one(store: StateStore) -> None:
+    """The scheduler accepts the store or an object carrying it as ``.store``."""
+
+    class Holder:
+        def __init__(self, store: StateStore) -> None:
+            self.store = store
+
+    assert Scheduler(Holder(store), Catalog()).store is store
+    with pytest.raises(TypeError, match="StateStore"):
+        Scheduler(object(), Catalog())
