@@ -36,7 +36,7 @@ from mendflow.server.catalog import Catalog
 from mendflow.state.breakers import SqlBreakerStore
 from mendflow.state.jobs import QUEUED, RUNNING, Job, JobQueue
 from mendflow.state.schedules import Schedules
-from mendflow.state.schema import breakers, jobs, runs
+from mendflow.state.schema import breakers, runs
 from mendflow.state.store import StateStore
 
 #: Freshness assumed for the SLO figures of a pipeline that declares no ``freshness_s``.
@@ -197,16 +197,19 @@ class Control:
     ) -> Job | None:
         """Queue a run now (None if one is queued already); on an incident, recorded as its
         ``rerun`` action. A run already queued is given the incident when it has none, so the
-        worker verifies (and heals) it when the run ends."""
+        worker verifies (and heals) it when the run ends (``JobQueue.enqueue_or_attach``)."""
         self.catalog.entry(pipeline)
         job = self.jobs.enqueue(pipeline, reason=reason, incident_id=incident_id)
         if incident_id is not None:
             if job is not None:
                 outcome, detail = "queued", f"job {job.job_id} queued ({reason})"
             else:
-                adopted = self._adopt_queued(pipeline, incident_id)
+                queued = self.jobs.enqueue_or_attach(pipeline, reason=reason,
+                                                     incident_id=incident_id)
                 outcome = "already_queued"
-                detail = f"a run was queued already (job {adopted or '?'})"
+                carries = ("" if queued.incident_id == incident_id
+                           else f", for incident {queued.incident_id}")
+                detail = f"a run was queued already (job {queued.job_id}{carries})"
             self._act(incident_id, Action.RERUN, outcome, detail)
         return job
 
@@ -299,24 +302,6 @@ class Control:
         with self.store.engine.connect() as con:
             found = con.execute(query).scalar()
         return None if found is None else float(found)
-
-    def _adopt_queued(self, pipeline: str, incident_id: str) -> str | None:
-        """Give the pipeline's queued job without an incident this one; its id (None if the
-        queued job already carries another incident)."""
-        queued = sa.select(jobs.c.job_id).where(
-            jobs.c.pipeline == pipeline, jobs.c.status == QUEUED
-        ).order_by(jobs.c.requested_at).limit(1)
-        with self.store.engine.begin() as con:
-            job_id = con.execute(queued).scalar()
-            if job_id is None:
-                return None
-            con.execute(
-                jobs.update()
-                .where(jobs.c.job_id == job_id, jobs.c.status == QUEUED,
-                       jobs.c.incident_id.is_(None))
-                .values(incident_id=incident_id)
-            )
-        return str(job_id)
 
     def _move_breaker(
         self, dependency: str, target: BreakerState, unchanged: set[BreakerState]
