@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -34,6 +35,7 @@ from mendflow.state.store import StateStore
 from mendflow.testing import FakeClock
 from tests import _pg_hash
 from tests._pg import fresh_database
+from tests._service import free_port
 from tests.conftest import dead_letter_hash, table_hash, write_orders, write_pipeline
 from tests.worker_transforms import DELAY_ENV
 
@@ -289,14 +291,15 @@ def _reference_run(path: Path, state: str) -> None:
         reference.close()
 
 
-def _start_worker(name: str, pipeline: Path, state: str, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(name: str, pipeline: Path, state: str, log: Path, *extra: str
+                  ) -> subprocess.Popen[bytes]:
     env = {**os.environ, DELAY_ENV: str(DELAY_S), "PYTHONPATH": str(ROOT)}
     env.pop("MENDFLOW_STATE_URL", None)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "mendflow", "worker", str(pipeline), "--state", state,
              "--name", name, "--lease-timeout-s", str(LEASE_S), "--heartbeat-s",
-             str(HEARTBEAT_S), "--poll-s", str(POLL_S), "--log-format", "text"],
+             str(HEARTBEAT_S), "--poll-s", str(POLL_S), "--log-format", "text", *extra],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=pipeline.parent,
         )
 
@@ -343,12 +346,14 @@ def test_stuck_run_is_relaunched_by_another_worker(setup: _Setup, tmp_path: Path
     queue = JobQueue(store)
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     workers: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {"w1": free_port(), "w2": free_port()}
     overlaps: _Overlaps | None = None
     try:
         first = queue.enqueue("orders", reason="manual")
         assert first is not None
         for name, log in zip(("w1", "w2"), logs, strict=True):
-            workers[name] = _start_worker(name, setup.pipeline, setup.live_state, log)
+            workers[name] = _start_worker(name, setup.pipeline, setup.live_state, log,
+                                          "--metrics-port", str(ports[name]))
         overlaps = _Overlaps(store)
 
         def committed() -> Job | None:
@@ -402,7 +407,10 @@ def test_stuck_run_is_relaunched_by_another_worker(setup: _Setup, tmp_path: Path
         assert [(a["action"], a["outcome"]) for a in incident["actions"]] == [
             ("relaunch", "tried"), ("verify", "succeeded")]
 
-        workers[survivor].send_signal(signal.SIGTERM)
+        scraped = httpx.get(f"http://127.0.0.1:{ports[survivor]}/metrics", timeout=10).text
+        assert 'mendflow_batch_duration_seconds_count{pipeline="orders"}' in scraped
+
+        workers[survivor].send_signal(signal.SIGTERM)  # idle: it exits at once, status 0
         assert workers[survivor].wait(timeout=30) == 0
     finally:
         if overlaps is not None:
@@ -411,4 +419,37 @@ def test_stuck_run_is_relaunched_by_another_worker(setup: _Setup, tmp_path: Path
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
+        store.close()
+
+
+def test_second_signal_interrupts_the_job_and_hands_it_back(tmp_path: Path, drops: Path) -> None:
+    """A worker told twice to stop interrupts its job: the job ends failed, a relaunch is queued
+    for another worker, and the command exits 130."""
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    pipeline = _pipeline(tmp_path / "p", drops)
+    store = StateStore(state)
+    queue = JobQueue(store)
+    log = tmp_path / "w.log"
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        job = queue.enqueue("orders", reason="schedule")
+        assert job is not None
+        process = _start_worker("w1", pipeline, state, log)
+        _wait("the job to start", lambda: (j := queue.get(job.job_id)) and j.run_id, 60, [log])
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert process.poll() is None  # the first signal lets the job go on
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 130
+        ended = queue.get(job.job_id)
+        assert ended is not None
+        assert ended.status == "failed"
+        assert ended.error == "interrupted (KeyboardInterrupt) on worker w1"
+        [again] = queue.jobs(status="queued")
+        assert (again.reason, again.attempt) == ("relaunch", 2)
+        assert "interrupted; the next run resumes" in log.read_text()
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
         store.close()
