@@ -22,6 +22,7 @@ recorded and answered 200 with its outcome: Alertmanager would retry any other s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -34,6 +35,8 @@ from mendflow.exceptions import MendflowError
 from mendflow.remediation.diagnosis import Diagnosis, FailureClass
 from mendflow.server.control import Control
 from mendflow.state.schema import alerts, runs
+
+log = logging.getLogger("mendflow.alerts")
 
 #: The action each of mendflow's own alerts asks for (``deploy/`` holds the rules).
 ACTIONS: Mapping[str, str] = {
@@ -227,6 +230,9 @@ class AlertHandler:
             ledger.act(incident_id, action="alert", outcome="resolved",
                        detail=f"{name} resolved", at=now)
             ledger.heal(incident_id, at=now)
+            log.info("alert %s resolved (pipeline %r)", name, pipeline, extra={
+                "incident_id": incident_id, "pipeline": pipeline, "alertname": name,
+                "fingerprint": alert.fingerprint})
         return _result(alert, name, pipeline, row, new=first)
 
     # -- mf_alerts -----------------------------------------------------------------------------
@@ -253,6 +259,10 @@ class AlertHandler:
         with self.control.store.engine.begin() as con:
             con.execute(sa.update(alerts).where(*_key(alert)).values(
                 action=action, outcome=outcome, incident_id=incident_id))
+        log.info("alert %s %s (pipeline %r): %s -> %s", name, alert.status, pipeline,
+                 action or "-", outcome, extra={
+                     "incident_id": incident_id, "pipeline": pipeline, "alertname": name,
+                     "fingerprint": alert.fingerprint, "action": action, "outcome": outcome})
         return AlertResult(alert.fingerprint, alert.startsAt, name, pipeline, alert.status,
                            action, outcome, incident_id, True)
 
