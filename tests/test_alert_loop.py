@@ -190,15 +190,16 @@ def test_stale_pipeline_alert_reruns_heals_and_resolves(tmp_path: Path) -> None:
                  f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
                  "--rules.alert.resend-delay=1s"],
                 logs[1], cwd=tmp_path))
-            _loop(deadline, work, state_url, mendflow, prometheus, alertmanager)
+            incident_id = _loop(deadline, work, state_url, mendflow, prometheus, alertmanager)
         except BaseException:
             print(tails(logs))
             raise
+    _logs_carry_the_ids(logs[0], incident_id)
 
 
 def _loop(deadline: Deadline, work: Path, state_url: str, mendflow: str, prometheus: str,
-          alertmanager: str) -> None:
-    """The loop's steps, each waited for within the deadline."""
+          alertmanager: str) -> str:
+    """The loop's steps, each waited for within the deadline; the incident's id."""
     def up(url: str) -> Callable[[], bool]:
         return lambda: httpx.get(url, timeout=1).status_code == 200
 
@@ -214,6 +215,7 @@ def _loop(deadline: Deadline, work: Path, state_url: str, mendflow: str, prometh
         _ledger_tells_the_story(mendflow, alert["incident_id"])
     finally:
         engine.dispose()
+    return str(alert["incident_id"])
 
 
 def _first_run(deadline: Deadline, mendflow: str, engine: sa.Engine) -> None:
@@ -290,6 +292,20 @@ def _ledger_tells_the_story(mendflow: str, incident_id: str) -> None:
     assert steps[-1] == ("alert", "resolved"), steps
     times = [a["at"] for a in incident["actions"]]
     assert times == sorted(times)
+
+
+def _logs_carry_the_ids(log: Path, incident_id: str) -> None:
+    """mendflow serve logged JSON lines: run events with run and batch ids, the alert and the
+    re-run with the incident id, and never the API token."""
+    text = log.read_text(encoding="utf-8")
+    assert TOKEN not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    kinds = {line.get("kind") for line in lines if line.get("run_id")}
+    assert {"run.started", "batch.loaded", "run.finished"} <= kinds
+    assert any(line.get("kind") == "batch.loaded" and line.get("batch_id") for line in lines)
+    about = [line for line in lines if line.get("incident_id") == incident_id]
+    assert {line["logger"] for line in about} >= {"mendflow.alerts"}, about
+    assert len(about) >= 2, about
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
