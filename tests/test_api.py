@@ -270,3 +270,33 @@ def test_mendflow_serve_refuses_bad_config(tmp_path: Path) -> None:
     )
     assert empty.returncode == 2
     assert "token file" in empty.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_nul_characters_are_422_on_every_store(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """A NUL character in a path, a query or a JSON body is refused with 422 before any store
+    sees it (PostgreSQL cannot compare such text): never a 5xx."""
+    state = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    setup = served(tmp_path, state_url=state, run=False)
+    alert = {"status": "firing", "fingerprint": "f\u0000", "startsAt": "x",
+             "labels": {"alertname": "a", "pipeline": "orders"}}
+    try:
+        with TestClient(create_app(setup.control, token=TOKEN)) as client:
+            for response in (
+                client.get("/api/runs/a%00b/events"), client.get("/api/runs?pipeline=a%00"),
+                client.get("/api/incidents/a%00"), client.get("/api/jobs?pipeline=%00"),
+                client.get("/ui/runs?pipeline=%00"),
+                client.post("/api/breakers/reset", json={"dependency": "a\u0000"},
+                            headers=AUTH),
+                client.post("/api/pipelines/orders/pause", json={"reason": "a\u0000"},
+                            headers=AUTH),
+                client.post("/hooks/alertmanager", headers=AUTH, json={
+                    "status": "firing", "receiver": "r", "alerts": [alert]}),
+            ):
+                assert response.status_code == 422, response.request.url
+                assert "NUL" in response.json()["error"]
+            assert not setup.control.pipeline("orders")["paused"]
+    finally:
+        setup.store.close()

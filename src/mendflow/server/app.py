@@ -13,6 +13,7 @@ schema is at ``/openapi.json`` (and the docs at ``/docs``).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mendflow import metrics
 from mendflow._redact import redact
@@ -290,6 +292,7 @@ def create_app(
     app.state.control = control
     app.state.token = token
     app.router.route_class = _Guarded
+    app.add_middleware(_NoNul)
     _handlers(app)
     auth = [Security(_BEARER)]
     alerts = AlertHandler(control)
@@ -454,9 +457,33 @@ class _Guarded(APIRoute):
         async def guarded(request: Request) -> Response:
             if request.method == "POST":
                 check(request.app.state.token, request.headers.get("authorization"))
+                if _NUL_JSON.search(await request.body()):  # read once, kept for the handler
+                    return _error(422, _NUL_MESSAGE)
             return await handler(request)
 
         return guarded
+
+
+_NUL_JSON = re.compile(rb"\\u0000|\x00", re.IGNORECASE)
+_NUL_MESSAGE = ("invalid request: text must not contain NUL (\\u0000) characters; no name, "
+                "id or reason holds one.")
+
+
+class _NoNul:
+    """Refuse (422) a URL whose path or query holds a NUL character: no pipeline, run or
+    incident is named with one, and PostgreSQL cannot even compare such text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
+            or b"%00" in scope.get("raw_path", b"")
+        ):
+            await _error(422, _NUL_MESSAGE)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 # -- errors ---------------------------------------------------------------------------------------
