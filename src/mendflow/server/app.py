@@ -536,6 +536,12 @@ def _handlers(app: FastAPI) -> None:
         body = {"error": redact(f"invalid request: {where}"), "detail": details}
         return JSONResponse(jsonable_encoder(body), status_code=422)
 
+    @app.exception_handler(Exception)
+    def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error ({type(exc).__name__}); this is a bug in mendflow, "
+                           "see the server log and report it.")
+
     @app.exception_handler(StarletteHTTPException)
     def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
