@@ -27,7 +27,7 @@ from mendflow.cli import main
 from mendflow.remediation.ledger import Ledger
 from mendflow.remediation.supervisor import run_healing
 from mendflow.server.catalog import Catalog
-from mendflow.server.worker import Worker
+from mendflow.server.worker import Worker, WorkerInterrupted
 from mendflow.state.jobs import Job, JobQueue
 from mendflow.state.schema import batches as batches_table
 from mendflow.state.schema import jobs as jobs_table
@@ -212,6 +212,30 @@ def test_worker_that_lost_its_lease_does_not_finish_the_job(
     assert "no longer this worker's" in caplog.text
     assert "was reaped while this worker ran it" in caplog.text
     assert [j.reason for j in queue.jobs(pipeline="orders", status="queued")] == ["relaunch"]
+
+
+def test_interrupt_stops_the_job_at_its_next_step(
+    tmp_path: Path, small_drops: Path, store: StateStore
+) -> None:
+    """An interrupted worker raises at the run's next event, ends the job failed and queues a
+    relaunch that keeps the job's incident."""
+    catalog = Catalog.load([_pipeline(tmp_path / "p", small_drops)])
+    queue = JobQueue(store)
+    queue.enqueue_or_attach("orders", reason="alert", incident_id="inc1")
+    worker: Worker
+
+    def interrupt_at_first_batch(event: Any) -> None:
+        if event.kind == "batch.read":
+            worker.interrupt()
+
+    worker = Worker(store, catalog, name="w1", hooks=[interrupt_at_first_batch])
+    with pytest.raises(WorkerInterrupted):
+        worker.run_one()
+    [ended] = queue.jobs(status="failed")
+    assert ended.error == "interrupted (WorkerInterrupted) on worker w1"
+    [again] = queue.jobs(status="queued")
+    assert (again.reason, again.incident_id, again.attempt) == ("relaunch", "inc1", 2)
+    assert queue.running("orders") is None
 
 
 def test_worker_timings_are_checked(store: StateStore) -> None:
@@ -444,7 +468,7 @@ def test_second_signal_interrupts_the_job_and_hands_it_back(tmp_path: Path, drop
         ended = queue.get(job.job_id)
         assert ended is not None
         assert ended.status == "failed"
-        assert ended.error == "interrupted (KeyboardInterrupt) on worker w1"
+        assert ended.error == "interrupted (WorkerInterrupted) on worker w1"
         [again] = queue.jobs(status="queued")
         assert (again.reason, again.attempt) == ("relaunch", 2)
         assert "interrupted; the next run resumes" in log.read_text()

@@ -9,16 +9,19 @@ queued by ``mendflow serve`` (its scheduler, the API, the Alertmanager webhook) 
 ``--lease-timeout-s`` and relaunches them from their checkpoint.
 
 SIGTERM or SIGINT: the worker claims no more jobs, finishes the one it is running, and exits 0.
-A second signal interrupts that job: it ends ``failed``, a relaunch is queued for another
-worker, and the command exits 130.
+A second signal interrupts that job at its next batch step: it ends ``failed``, a relaunch is
+queued for another worker, and the command exits 130. A third exits at once (130); the job is
+then reaped after the lease timeout and relaunched, as for a worker that died.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -75,7 +78,7 @@ def worker(
         stop = threading.Event()
         log.info("worker %s serving %d pipelines (state %s)", runner.name, len(catalog),
                  store.url)
-        with _signals(stop):
+        with _signals(stop, runner.interrupt):
             done = runner.run_forever(stop, max_jobs=max_jobs)
         log.info("worker %s stops after %d jobs", runner.name, done)
     finally:
@@ -104,18 +107,25 @@ def _observability(log_format: str, metrics_port: int | None) -> list[Any]:
 
 
 @contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
-    """First SIGTERM/SIGINT: stop after the current job. Second: interrupt it."""
+def _signals(stop: threading.Event, interrupt: Callable[[], None]) -> Iterator[None]:
+    """First SIGTERM/SIGINT: stop after the current job. Second: interrupt it. Third: exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received = itertools.count(1)
 
     def handle(sig: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        log.warning("signal %s: finishing the current job, then exiting (send it again to "
-                    "interrupt the job)", signal.Signals(sig).name)
+        name, nth = signal.Signals(sig).name, next(received)
+        if nth == 1:
+            stop.set()
+            log.warning("%s: finishing the current job, then exiting (send it again to "
+                        "interrupt the job)", name)
+        elif nth == 2:
+            interrupt()
+            log.warning("%s again: interrupting the current job at its next step (a third "
+                        "signal exits at once)", name)
+        else:
+            os._exit(130)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -28,8 +28,11 @@ A successful run also heals any other ``worker_lost`` incident of the pipeline s
 relaunch that found a queued job carrying another incident). A run that raises ends its job
 ``failed`` with the error (passwords masked); the worker goes on with the next job.
 
-An interrupt (``KeyboardInterrupt``) in the middle of a job ends the job ``failed``, queues a
-relaunch carrying its incident, and is raised again.
+``interrupt()`` (the second SIGTERM of ``mendflow worker``) stops the job at its next run event
+(a batch read, transformed, staged or loaded) by raising ``WorkerInterrupted``, a
+``KeyboardInterrupt``: not at an arbitrary point, where a database driver could turn it into an
+error of its own that healing would retry. Any ``KeyboardInterrupt`` in the middle of a job ends
+the job ``failed``, queues a relaunch carrying its incident, and is raised again.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from mendflow._redact import redact
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.config import PipelineFile
-from mendflow.events import Event, RunStarted
+from mendflow.events import Event, RunFailed, RunFinished, RunStarted
 from mendflow.remediation.diagnosis import FailureClass
 from mendflow.remediation.escalation import LogNotifier, Notifier, WebhookNotifier
 from mendflow.remediation.ledger import Ledger
@@ -57,6 +60,10 @@ from mendflow.typing import Hook
 log = logging.getLogger("mendflow.worker")
 _numbers = itertools.count(1)
 WEBHOOK_ENV = "MENDFLOW_WEBHOOK_URL"
+
+
+class WorkerInterrupted(KeyboardInterrupt):
+    """Raised inside a run when its worker was told to interrupt it."""
 
 
 def default_name() -> str:
@@ -97,6 +104,16 @@ class Worker:
         self.notifiers = list(notifiers)
         self.jobs = JobQueue(store, clock=clock)
         self.ledger = Ledger(store)
+        self._interrupt = threading.Event()
+
+    def interrupt(self) -> None:
+        """Stop the job being run at its next run event (see the module docstring)."""
+        self._interrupt.set()
+
+    def _interrupt_hook(self, event: Event) -> None:
+        if self._interrupt.is_set() and not isinstance(event, RunFailed | RunFinished):
+            self._interrupt.clear()
+            raise WorkerInterrupted(f"worker {self.name} was told to interrupt the run")
 
     def run_one(self) -> Job | None:
         """Reap silent jobs, claim the oldest claimable job of the catalog's pipelines and run
@@ -163,7 +180,8 @@ class Worker:
         spec = self.catalog.get(job.pipeline)
         result = run_healing(
             spec.pipeline, store=self.store, healing=spec.healing,
-            notifiers=[*self.notifiers, *_notifiers(spec)], hooks=[*self.hooks, lease.hook],
+            notifiers=[*self.notifiers, *_notifiers(spec)],
+            hooks=[self._interrupt_hook, *self.hooks, lease.hook],
             clock=self.clock,
         )
         return result.run_id
@@ -258,4 +276,4 @@ def _notifiers(spec: PipelineFile) -> list[Notifier]:
     return notifiers
 
 
-__all__: Sequence[str] = ("Worker", "default_name")
+__all__: Sequence[str] = ("Worker", "WorkerInterrupted", "default_name")
