@@ -183,7 +183,9 @@ class Ledger:
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """One incident with its actions, by id (or a unique prefix of it)."""
-        query = sa.select(incidents).where(incidents.c.incident_id.startswith(incident_id, autoescape=True))
+        query = sa.select(incidents).where(
+            incidents.c.incident_id.startswith(incident_id, autoescape=True)
+        )
         with self.store.engine.connect() as con:
             rows = con.execute(query.limit(2)).all()
             if len(rows) != 1:
