@@ -52,10 +52,14 @@ def serve(
     lease_timeout_s: float, token_file: str | None, log_format: str,
 ) -> None:
     """Serve the pipelines in PATHS (YAML files or folders of them)."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from mendflow import logs
-    from mendflow.server.app import create_app
+        from mendflow import logs
+        from mendflow.server.app import create_app
+    except ImportError as exc:  # FastAPI, uvicorn, structlog come with the server extra
+        raise ConfigError(f"mendflow serve needs the server extra ({exc}); install it with "
+                          "pip install 'mendflow[server]'.") from None
     from mendflow.server.auth import ENV, load_token
     from mendflow.server.catalog import Catalog
     from mendflow.server.control import Control
