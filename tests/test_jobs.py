@@ -353,3 +353,19 @@ def test_cancel_only_queued_jobs(queue: JobQueue) -> None:
     running = _claimed(queue, "w1")
     assert not queue.cancel(running.job_id)
     assert sorted(j.status for j in queue.jobs(pipeline="orders")) == ["cancelled", "running"]
+
+
+def test_enqueue_or_attach(queue: JobQueue) -> None:
+    """An incident's run is queued, or rides on the queued run when that carries none yet."""
+    fresh = queue.enqueue_or_attach("a", reason="alert", incident_id="i1", attempt=1)
+    assert (fresh.status, fresh.incident_id, fresh.reason) == ("queued", "i1", "alert")
+    kept = queue.enqueue_or_attach("a", reason="alert", incident_id="i2")
+    assert (kept.job_id, kept.incident_id) == (fresh.job_id, "i1")
+    plain = queue.enqueue("b", reason="schedule")
+    assert plain is not None
+    attached = queue.enqueue_or_attach("b", reason="relaunch", incident_id="i3", attempt=2)
+    assert (attached.job_id, attached.incident_id, attached.attempt) == (plain.job_id, "i3", 2)
+    stored = queue.get(plain.job_id)
+    assert stored is not None
+    assert stored.incident_id == "i3"
+    assert len(queue.jobs(status="queued")) == 2

@@ -166,13 +166,15 @@ class Worker:
         finally:
             lease.stop()
         run_id = run_id or lease.run_id
-        if not self.jobs.finish(job.job_id, self.name, status=status, run_id=run_id,
-                                error=error):
+        finished = self.jobs.finish(job.job_id, self.name, status=status, run_id=run_id,
+                                    error=error)
+        ended = self.jobs.get(job.job_id) or job  # with any incident attached while it ran
+        if not finished:
             log.warning("job %s of %s was reaped while this worker ran it; its relaunch "
                         "takes over", job.job_id, job.pipeline)
-        elif status == SUCCEEDED or job.incident_id:
-            self._verify(job, ok=status == SUCCEEDED, run_id=run_id, error=error)
-        return self.jobs.get(job.job_id) or job
+        elif status == SUCCEEDED or ended.incident_id:
+            self._verify(ended, ok=status == SUCCEEDED, run_id=run_id, error=error)
+        return ended
 
     def _run(self, job: Job, lease: _Lease) -> str:
         if job.kind != "run":

@@ -23,6 +23,9 @@ queues a relaunch carrying the incident (or, when a run of the pipeline is queue
 the incident to that job). The worker that runs it records ``verify`` and heals the incident.
 The steps after the compare-and-set are separate transactions: a reaper that dies between them
 leaves the job lost without a relaunch, and the pipeline's next run resumes from its checkpoint.
+
+Times come from the injected clock of each process: the machines sharing a store must agree on
+the time (NTP) to well within the lease timeout, or a live job may be taken for a silent one.
 """
 
 from __future__ import annotations
@@ -104,16 +107,18 @@ class JobQueue:
             row = con.execute(sa.select(jobs).where(
                 jobs.c.pipeline == pipeline, jobs.c.status == QUEUED, jobs.c.kind == "run"
             ).limit(1)).first()
-            if row is None:
-                job = Job(_new_id(), pipeline, "run", reason, QUEUED, self.clock.now(),
-                          incident_id=incident_id, attempt=attempt)
-                con.execute(jobs.insert().values(**job.as_dict()))
-                return job
-            job = _job(row._mapping)
-            if job.incident_id is None:
-                con.execute(jobs.update().where(jobs.c.job_id == job.job_id)
-                            .values(incident_id=incident_id, attempt=attempt))
-                job = _replace(job, incident_id=incident_id, attempt=attempt)
+            if row is not None:
+                job = _job(row._mapping)
+                if job.incident_id is not None:
+                    return job
+                done = con.execute(  # unless a worker claims it meanwhile
+                    jobs.update().where(jobs.c.job_id == job.job_id, jobs.c.status == QUEUED)
+                    .values(incident_id=incident_id, attempt=attempt))
+                if done.rowcount == 1:
+                    return _replace(job, incident_id=incident_id, attempt=attempt)
+            job = Job(_new_id(), pipeline, "run", reason, QUEUED, self.clock.now(),
+                      incident_id=incident_id, attempt=attempt)
+            con.execute(jobs.insert().values(**job.as_dict()))
         return job
 
     def claim(self, worker: str, *, pipelines: Collection[str] | None = None) -> Job | None:
