@@ -154,3 +154,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+@contextmanager
+def write_transaction(engine: Engine, *, lock_key: int | None = None) -> Iterator[sa.Connection]:
+    """A transaction that holds the store's write lock until it ends.
+
+    SQLite: the file's single-writer lock, taken at once (``BEGIN IMMEDIATE``; the driver's own
+    BEGIN is deferred). PostgreSQL: the transaction-scoped advisory lock ``lock_key``, when
+    given. Other databases: a plain transaction.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as con:
+            if lock_key is not None and engine.dialect.name == "postgresql":
+                con.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
+            yield con
+        return
+    with engine.connect() as con:
+        con.execution_options(isolation_level="AUTOCOMMIT")
+        con.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.exec_driver_sql("ROLLBACK")
+            raise
+        con.exec_driver_sql("COMMIT")

@@ -34,7 +34,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from mendflow._redact import redact
 from mendflow.clock import SYSTEM_CLOCK, Clock
 from mendflow.exceptions import PipelineBusy
+from mendflow.state._connect import write_transaction
 from mendflow.state.schema import jobs, runs
 from mendflow.state.store import StateStore
 
@@ -338,26 +339,11 @@ class JobQueue:
             if not self.heartbeat(job.job_id, job.worker or ""):
                 return
 
-    @contextmanager
-    def _writing(self, pipeline: str | None = None) -> Iterator[sa.Connection]:
+    def _writing(self, pipeline: str | None = None) -> AbstractContextManager[sa.Connection]:
         """A transaction holding the write lock: SQLite's file lock (``BEGIN IMMEDIATE``), or on
         PostgreSQL a transaction-scoped advisory lock of ``pipeline`` (when given)."""
-        engine = self.store.engine
-        if engine.dialect.name != "sqlite":
-            with engine.begin() as con:
-                if pipeline is not None and engine.dialect.name == "postgresql":
-                    con.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(pipeline))))
-                yield con
-            return
-        with engine.connect() as con:
-            con.execution_options(isolation_level="AUTOCOMMIT")
-            con.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.exec_driver_sql("ROLLBACK")
-                raise
-            con.exec_driver_sql("COMMIT")
+        key = None if pipeline is None else _lock_key(pipeline)
+        return write_transaction(self.store.engine, lock_key=key)
 
 
 class _Refused(Exception):

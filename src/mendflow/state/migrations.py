@@ -22,13 +22,14 @@ To change the schema, append a step with explicit DDL; never edit an applied one
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from mendflow.exceptions import ConfigError
+from mendflow.state._connect import write_transaction
 from mendflow.state.schema import metadata
 
 #: The advisory lock key of state migrations on PostgreSQL (b"mendflow" read as an integer).
@@ -125,27 +126,9 @@ def current_version(engine: sa.Engine) -> int:
         return con.execute(sa.select(sa.func.max(versions.c.version))).scalar() or 0
 
 
-@contextmanager
-def _locked(engine: sa.Engine) -> Iterator[sa.Connection]:
+def _locked(engine: sa.Engine) -> AbstractContextManager[sa.Connection]:
     """A transaction holding the store's migration lock until it ends."""
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        with engine.begin() as con:
-            con.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
-            yield con
-    elif dialect == "sqlite":  # the driver's own BEGIN is deferred: take the write lock now
-        with engine.connect() as con:
-            con.execution_options(isolation_level="AUTOCOMMIT")
-            con.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.exec_driver_sql("ROLLBACK")
-                raise
-            con.exec_driver_sql("COMMIT")
-    else:  # other databases: one transaction, no lock (start one process first)
-        with engine.begin() as con:
-            yield con
+    return write_transaction(engine, lock_key=LOCK_KEY)
 
 
 __all__: Sequence[str] = ("MIGRATIONS", "Migration", "current_version", "migrate")
