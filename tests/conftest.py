@@ -15,6 +15,9 @@ import duckdb
 import pytest
 import yaml
 
+from mendflow.state.store import StateStore
+from mendflow.testing import FakeClock
+
 
 def write_orders(
     path: Path, *, start: int, count: int, seed: int = 0, bad_every: int = 0, repeat_from: int = 0
@@ -135,3 +138,25 @@ def pg_url() -> Iterator[str]:
 
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh state store URL: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[StateStore]:
+    """The state store at ``state_url``, closed after the test."""
+    opened = StateStore(state_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Fake time: monotonic starts at 0, nothing really sleeps."""
+    return FakeClock()

@@ -61,11 +61,6 @@ class CountingStore:
             raise TransientError("state store down")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    """Fake time: monotonic starts at 0, nothing really sleeps."""
-    return FakeClock()
-
 
 @pytest.fixture
 def changes(clock: FakeClock) -> Iterator[EventLog]:
@@ -414,13 +409,6 @@ def test_a_store_outage_keeps_the_local_state_and_writes_it_later(clock: FakeClo
     assert record is not None
     assert (record.state, record.version) == (OPEN, 1)
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh state store: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,27 +23,7 @@ from mendflow.testing import FakeClock
 EVERY = Schedule(every_s=300)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh state store URL: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
-
-@pytest.fixture
-def store(state_url: str) -> Iterator[StateStore]:
-    """The state store, closed after the test."""
-    opened = StateStore(state_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A fake clock."""
-    return FakeClock()
 
 
 @pytest.fixture
