@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from mendflow.exceptions import SchemaMismatch
-from mendflow.sinks._pg_copy import encode, pg_type, wire_type
+from mendflow.sinks._pg_copy import encode, pg_type, stream, wire_type
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1)
@@ -200,6 +200,20 @@ def test_far_dates_and_timestamps(pg_url: str) -> None:
             "secs => s))::text FROM (VALUES (-1000000, %s::float8), (1000000000, %s::float8), "
             "(NULL, NULL)) AS v(d, s)", (-5_000 * year_s, 200_000 * year_s)).fetchall()
     assert got == want
+
+
+def test_stream_sends_what_encode_makes() -> None:
+    """The stream, encoded one chunk ahead in a worker thread, is encode's bytes in order."""
+    table = pa.concat_tables([every_type()] * 40)
+    assert b"".join(stream(table, chunk_rows=7)) == b"".join(encode(table))
+    assert b"".join(stream(table.slice(0, 3), chunk_rows=7)) == b"".join(encode(table.slice(0, 3)))
+
+
+def test_stream_raises_an_encoding_error_in_the_callers_thread() -> None:
+    """A value the encoder refuses in the worker thread is raised where the stream is read."""
+    table = pa.table({"t": pa.array([0] * 10 + [2**62], pa.timestamp("s"))})
+    with pytest.raises(SchemaMismatch, match="outside PostgreSQL's range"):
+        b"".join(stream(table, chunk_rows=4))
 
 
 def test_out_of_range_values_are_refused() -> None:

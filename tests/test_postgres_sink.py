@@ -297,3 +297,40 @@ def test_a_null_key_while_the_key_waits_fails_the_batch_as_bad_data(pg_url: str)
     assert _rows(pg_url, "SELECT id FROM t") == [(1,)]
     assert sink.position("p") == {"at": "b1"}
     sink.close()
+
+
+PLAIN_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
+               pa.uint32(), pa.uint64(), pa.float32(), pa.float64(), pa.bool_(), pa.string(),
+               pa.large_string(), pa.binary(), pa.large_binary(), pa.date32(), pa.null(),
+               *(pa.timestamp(u) for u in ("s", "ms", "us", "ns")),
+               *(pa.timestamp(u, "UTC") for u in ("s", "ms", "us"))]
+
+
+def test_plain_arrow_types_are_named_as_duckdb_names_them() -> None:
+    """The sink names a batch's plain Arrow types without DuckDB, exactly as its DESCRIBE does."""
+    import duckdb
+
+    from mendflow.sinks._pg_schema import _ALIASES, described
+
+    batch = pa.table({f"c{i}": pa.nulls(1, t) for i, t in enumerate(PLAIN_TYPES)})
+    with duckdb.connect() as con:
+        con.register("b", batch)
+        want = [(str(n), _ALIASES.get(str(t), str(t)))
+                for n, t, *_ in con.execute("DESCRIBE SELECT * FROM b").fetchall()]
+    got = described(batch.schema)
+    assert got is not None
+    assert [(c.name, c.type) for c in got] == want
+    assert described(pa.schema([("d", pa.decimal128(10, 2))])) is None  # DuckDB is asked
+
+
+def test_a_batch_of_plain_types_opens_no_duckdb(pg_url: str) -> None:
+    """Creating the table and meeting it again need no in-memory DuckDB; text into a typed
+    column, whose values must be checked, does."""
+    sink = PostgresSink(pg_url, table="t")
+    sink.write(_load("b1", [{"id": 1, "v": "a"}], mode="merge", primary_key=("id",)))
+    sink.write(_load("b2", [{"id": 2, "v": "b"}], mode="merge", primary_key=("id",)))
+    assert sink._duck is None
+    sink.write(_load("b3", [{"id": "3", "v": "c"}], mode="merge", primary_key=("id",)))
+    assert sink._duck is not None
+    assert _rows(pg_url, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b"), (3, "c")]
+    sink.close()

@@ -144,7 +144,7 @@ def _ordered(kind: pa.DataType) -> bool:
 def _copy_into(cur: psycopg.Cursor[Any], into: sql.Identifier, data: pa.Table) -> None:
     names = sql.SQL(", ").join(map(sql.Identifier, data.column_names))
     with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(into, names)) as copy:
-        for chunk in _copy.encode(data):
+        for chunk in _copy.stream(data):  # encoding overlaps the server's parsing
             copy.write(chunk)
 
 

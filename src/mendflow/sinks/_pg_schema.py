@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from mendflow.sinks import _duckdb_fit as _fit
 from mendflow.sinks import _pg_keys as _keys
 from mendflow.sinks._drift import Columns, Drift, Reconciled, quarantine, version_of
 
-__all__ = ["Table", "columns_of", "ddl", "history", "pg_type", "reconcile"]
+__all__ = ["Table", "columns_of", "ddl", "described", "history", "pg_type", "reconcile"]
 
 _BATCH = _fit.BATCH
 _VERSIONS = "_mendflow_schema_versions"
@@ -62,6 +62,16 @@ _TO_PG = {
 _DECIMAL = re.compile(r"(?:DECIMAL|numeric)\((\d+),\s*(\d+)\)")
 _ALIASES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "TIME WITH TIME ZONE": "TIMETZ",
             '"NULL"': NULL}
+#: DuckDB's names (after ``_ALIASES``) of the plain Arrow types, known without asking it.
+_ARROW = {
+    pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+    pa.uint8(): "UTINYINT", pa.uint16(): "USMALLINT", pa.uint32(): "UINTEGER",
+    pa.uint64(): "UBIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR", pa.large_string(): "VARCHAR",
+    pa.binary(): "BLOB", pa.large_binary(): "BLOB", pa.date32(): "DATE", pa.null(): NULL,
+}
+_ARROW_TS = {"s": "TIMESTAMP_S", "ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}
+_ARROW_TZ = {"s": "TIMESTAMPTZ", "ms": "TIMESTAMPTZ", "us": "TIMESTAMPTZ"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,24 +118,51 @@ def ddl(schema: str) -> list[sql.Composed]:
 
 
 def reconcile(
-    cur: psycopg.Cursor[Any], duck: duckdb.DuckDBPyConnection, schema: str, target: str,
-    load: Load, public: str, known: Table | None,
+    cur: psycopg.Cursor[Any], duck: Callable[[], duckdb.DuckDBPyConnection], schema: str,
+    target: str, load: Load, public: str, known: Table | None,
 ) -> tuple[Reconciled, Table]:
     """Create ``target`` from the batch if missing, else apply the load's schema policy; the
-    batch comes back cast to the table's types. ``public`` names the table in the history."""
-    duck.register(_BATCH, load.data)
+    batch comes back cast to the table's types. ``public`` names the table in the history.
+    ``duck`` opens the in-memory DuckDB, asked for only when the batch needs it: a batch of
+    plain Arrow types, met by the table as it is, never does (opening one costs 30-50 ms)."""
+    given: list[duckdb.DuckDBPyConnection] = []
+
+    def shaping() -> duckdb.DuckDBPyConnection:
+        """DuckDB with the batch registered as ``_BATCH``."""
+        if not given:
+            given.append(duck())
+            given[0].register(_BATCH, load.data)
+        return given[0]
+
     try:
-        batch = tuple(
+        batch = described(load.data.schema) or tuple(
             Column(str(r[0]), _ALIASES.get(str(r[1]), str(r[1])))
-            for r in duck.execute(f"DESCRIBE SELECT * FROM {_BATCH}").fetchall()
+            for r in shaping().execute(f"DESCRIBE SELECT * FROM {_BATCH}").fetchall()
         )
         table = known if known is not None else columns_of(cur, schema, target)
         if not table.columns:
             return _create(cur, duck, schema, target, load, public, batch)
-        return _meet(cur, duck, schema, target, load, public, table, batch)
+        return _meet(cur, shaping, schema, target, load, public, table, batch)
     finally:
-        with contextlib.suppress(duckdb.Error):
-            duck.unregister(_BATCH)
+        for con in given:
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(_BATCH)
+
+
+def described(arrow: pa.Schema) -> Columns | None:
+    """The canonical columns of a batch of plain Arrow types, as DuckDB's ``DESCRIBE`` names
+    them (a test holds the two together); None when a type is not one of those."""
+    columns = []
+    for field in arrow:
+        kind = field.type
+        if pa.types.is_timestamp(kind):
+            name = (_ARROW_TZ if kind.tz else _ARROW_TS).get(kind.unit)
+        else:
+            name = _ARROW.get(kind)
+        if name is None:
+            return None
+        columns.append(Column(field.name, name))
+    return tuple(columns)
 
 
 def columns_of(cur: psycopg.Cursor[Any], schema: str, table: str) -> Table:
@@ -158,8 +195,8 @@ def history(cur: psycopg.Cursor[Any], schema: str, table: str) -> list[Version]:
 
 
 def _create(
-    cur: psycopg.Cursor[Any], duck: duckdb.DuckDBPyConnection, schema: str, target: str,
-    load: Load, public: str, batch: Columns,
+    cur: psycopg.Cursor[Any], duck: Callable[[], duckdb.DuckDBPyConnection], schema: str,
+    target: str, load: Load, public: str, batch: Columns,
 ) -> tuple[Reconciled, Table]:
     """The table from the batch's typed columns (all text when none has a type yet)."""
     typed = [c for c in batch if c.type != NULL] or [Column(c.name, "VARCHAR") for c in batch]
@@ -185,8 +222,8 @@ def _create(
 
 
 def _meet(
-    cur: psycopg.Cursor[Any], duck: duckdb.DuckDBPyConnection, schema: str, target: str,
-    load: Load, public: str, table: Table, batch: Columns,
+    cur: psycopg.Cursor[Any], duck: Callable[[], duckdb.DuckDBPyConnection], schema: str,
+    target: str, load: Load, public: str, table: Table, batch: Columns,
 ) -> tuple[Reconciled, Table]:
     """Apply the policy's plan: check values, quarantine or alter, and shape the batch."""
     found = diff(table.columns, batch)
@@ -198,7 +235,7 @@ def _meet(
     drop = [c.name for c in batch if c.name not in have and c.type == NULL]
     drop += [*todo.discard, *todo.reject]
     data, dead, after, version = load.data, no_dead_letters(), table, 0
-    split = _fit.split(duck, public, todo) if todo.check or todo.reject else None
+    split = _fit.split(duck(), public, todo) if todo.check or todo.reject else None
     if split is not None and todo.quarantine and pc.any(split["broken"]).as_py():
         return quarantine(load, public, table.columns, split, _version(cur, schema, public)), table
     if todo.ddl:
@@ -215,7 +252,8 @@ def _meet(
 
 
 def _cast(
-    duck: duckdb.DuckDBPyConnection, data: pa.Table, batch: Columns, table: Columns
+    duck: Callable[[], duckdb.DuckDBPyConnection], data: pa.Table, batch: Columns,
+    table: Columns,
 ) -> pa.Table:
     """``data`` with each column whose type differs from the table's cast to it in DuckDB (the
     values were checked to survive), so the rows reach PostgreSQL in the table's own types."""
@@ -232,11 +270,12 @@ def _cast(
         f"CAST({ident(n)} AS {want[n]}) AS {ident(n)}" if n in moved else ident(n)
         for n in data.column_names
     )
-    duck.register("__mf_cast", data)
+    con = duck()
+    con.register("__mf_cast", data)
     try:
-        return duck.sql(f"SELECT {select} FROM __mf_cast").to_arrow_table()
+        return con.sql(f"SELECT {select} FROM __mf_cast").to_arrow_table()
     finally:
-        duck.unregister("__mf_cast")
+        con.unregister("__mf_cast")
 
 
 def _held(cur: psycopg.Cursor[Any], schema: str, target: str, columns: Sequence[str]) -> list[str]:

@@ -107,7 +107,7 @@ class PostgresSink:
             data, dead, table, drift = load.data, load.dead_letters, None, None
             if data.num_columns:
                 shaped, table = _schema.reconcile(
-                    cur, self._duckdb(), self.schema, target, load, self.table,
+                    cur, self._duckdb, self.schema, target, load, self.table,
                     self._tables.get(target),
                 )
                 data, drift = shaped.data, shaped.changes
