@@ -19,6 +19,7 @@ import click
 
 from mendflow import config
 from mendflow._cli_base import Commands
+from mendflow._cli_chaos import chaos
 from mendflow._cli_contract import contract
 from mendflow._cli_dlq import dlq
 from mendflow._cli_schema import schema
@@ -40,7 +41,7 @@ def main() -> None:
     """Self-healing data pipelines with exactly-once loads."""
 
 
-for _commands in (contract, dlq, schema, serve, worker):
+for _commands in (chaos, contract, dlq, schema, serve, worker):
     main.add_command(_commands)
 
 
