@@ -42,7 +42,6 @@ from mendflow.server.models import (
     ErrorOut,
     EventOut,
     IncidentOut,
-    JobOut,
     MaintenanceIn,
     PausedOut,
     PauseIn,
@@ -55,6 +54,7 @@ from mendflow.server.models import (
     StatusOut,
     WindowOut,
 )
+from mendflow.state.jobs import Job
 
 log = logging.getLogger("mendflow.server")
 
@@ -157,7 +157,7 @@ def create_app(
         """Availability, MTTR and auto-heal rate per pipeline."""
         return control.service_levels()
 
-    @app.get("/api/jobs", response_model=list[JobOut], tags=["runs"])
+    @app.get("/api/jobs", response_model=list[Job], tags=["runs"])
     def jobs(pipeline: _PIPELINE_FILTER = None, limit: _LIMIT = 50) -> Any:
         """Recent jobs of the run queue, newest first."""
         return [job_dict(job) for job in control.job_list(pipeline=pipeline, limit=limit)]

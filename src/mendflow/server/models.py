@@ -1,7 +1,9 @@
 """The JSON API's request and response models: what the OpenAPI schema says.
 
-Models of stored rows (``_Open``) name the fields that are always there and allow more, so a
-column added to the store does not break a client.
+Jobs and alert results are the frozen dataclasses the service already returns (``Job``,
+``AlertResult``); pydantic reads them as they are. Models of other stored rows (``_Open``)
+name the fields that are always there and allow more, so a column added to the store does not
+break a client.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mendflow.server.alerts import AlertResult
+from mendflow.state.jobs import Job
 
 
 class _Open(BaseModel):
@@ -27,25 +32,6 @@ class StatusOut(BaseModel):
     """Liveness or readiness."""
 
     status: str
-
-
-class JobOut(_Open):
-    """A job of the run queue (``mf_jobs``)."""
-
-    job_id: str
-    pipeline: str
-    kind: str
-    reason: str
-    status: str
-    requested_at: float
-    worker: str | None = None
-    run_id: str | None = None
-    claimed_at: float | None = None
-    heartbeat_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None
-    incident_id: str | None = None
-    attempt: int = 1
 
 
 class RunOut(_Open):
@@ -78,8 +64,8 @@ class PipelineOut(_Open):
     in_maintenance: bool
     open_incidents: int
     last_run: RunOut | None
-    running_job: JobOut | None
-    queued_job: JobOut | None
+    running_job: Job | None
+    queued_job: Job | None
 
 
 class EventOut(_Open):
@@ -153,7 +139,7 @@ class BreakerOut(_Open):
 class RunQueuedOut(BaseModel):
     """The job queued (or the one that was queued already)."""
 
-    job: JobOut | None
+    job: Job | None
     created: bool
 
 
@@ -193,24 +179,10 @@ class BreakerMoveOut(BaseModel):
     state: str
 
 
-class AlertResultOut(BaseModel):
-    """What one alert led to; ``new`` is False for a repeated notification."""
-
-    fingerprint: str
-    starts_at: str
-    alertname: str
-    pipeline: str
-    status: str
-    action: str
-    outcome: str
-    incident_id: str | None
-    new: bool
-
-
 class AlertsOut(BaseModel):
     """The outcome of each alert of a notification."""
 
-    results: list[AlertResultOut]
+    results: list[AlertResult]
 
 
 class PauseIn(BaseModel):
@@ -242,7 +214,6 @@ class BreakerIn(BaseModel):
 
 __all__ = (
     "ActionOut",
-    "AlertResultOut",
     "AlertsOut",
     "BreakerIn",
     "BreakerMoveOut",
@@ -251,7 +222,6 @@ __all__ = (
     "ErrorOut",
     "EventOut",
     "IncidentOut",
-    "JobOut",
     "MaintenanceIn",
     "PauseIn",
     "PausedOut",
